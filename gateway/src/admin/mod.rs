@@ -1,0 +1,534 @@
+//! The control plane: the in-memory [`Resources`] behind the management REST API
+//! (contract §3), kept in step with the durable [`Store`] and published to the data plane.
+//!
+//! This module owns [`ControlPlane`] (load at start, validated writes with referential
+//! rules, publish after every change), the admin token ([`resolve_token`]) and, in
+//! [`http`], the axum router. Every write runs: validate → write to the store (durable) →
+//! update memory → `publish(&resources)` → respond. Writes are serialized by one mutex; a
+//! failed store write leaves memory unchanged.
+
+pub mod error;
+pub mod http;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use error::AdminError;
+pub use http::router;
+
+use crate::model::api::{api_resource, parse_api, stored_api, ApiBody, ApiResource, StoredApi};
+use crate::model::backend::{backend_body, backend_resource, parse_backend, BackendBody, BackendResource};
+use crate::model::certificate::{parse_pkcs12, StoredCertificate};
+use crate::model::policy::{parse_policy, EMPTY_POLICY};
+use crate::model::{Api, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint};
+use crate::store::{read_or_create_secret, Kind, MasterKey, Store, StoreError};
+
+/// Called with the complete resources after loading and after every change; builds and
+/// swaps in the data plane's next snapshot.
+pub type Publish = Box<dyn Fn(&Resources) + Send + Sync>;
+
+/// Whether a PUT created a resource (201) or replaced one (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The resource did not exist before.
+    Created,
+    /// An existing resource was replaced.
+    Replaced,
+}
+
+struct State {
+    store: Box<dyn Store>,
+    master_key: MasterKey,
+    resources: Resources,
+    publish: Publish,
+}
+
+/// The control plane: resources in memory, their durable store, and the publish hook.
+pub struct ControlPlane {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane").finish_non_exhaustive()
+    }
+}
+
+/// The file holding a generated admin token inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Resolves the admin bearer token: `EDGEGW_ADMIN_TOKEN` wins (when set and not empty),
+/// then the configured `admin.token` (when not empty), else a random token generated once
+/// into `data_dir/admin.token` (mode 0600) and reused afterwards.
+pub fn resolve_token(
+    configured: Option<String>,
+    env_value: Option<String>,
+    data_dir: &Path,
+) -> Result<String, std::io::Error> {
+    if let Some(t) = env_value.filter(|t| !t.trim().is_empty()) {
+        return Ok(t.trim().to_owned());
+    }
+    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
+        return Ok(t.trim().to_owned());
+    }
+    read_or_create_secret(&data_dir.join(ADMIN_TOKEN_FILE), || {
+        let mut bytes = [0u8; 32];
+        boring::rand::rand_bytes(&mut bytes).map_err(std::io::Error::other)?;
+        Ok(hex::encode(bytes))
+    })
+}
+
+fn corrupt(kind: Kind, id: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{kind} {id:?}: {why}"))
+}
+
+impl ControlPlane {
+    /// Loads every record from the store (a record that fails to decode is an error naming
+    /// it, never silently dropped), then calls `publish` once.
+    pub fn open(
+        store: Box<dyn Store>,
+        master_key: MasterKey,
+        publish: Publish,
+    ) -> Result<Self, StoreError> {
+        let mut resources = Resources::default();
+        for (kind, raw_id, record) in store.load_all()? {
+            let id = ResourceId::parse(&raw_id).map_err(|_| corrupt(kind, &raw_id, "invalid id"))?;
+            match kind {
+                Kind::Certificate => {
+                    let stored: StoredCertificate = serde_json::from_slice(&record)
+                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let cert = stored.open(id.clone(), &master_key)?;
+                    resources.certificates.insert(id, Arc::new(cert));
+                }
+                Kind::Backend => {
+                    let body: BackendBody = serde_json::from_slice(&record)
+                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let backend =
+                        parse_backend(id.clone(), &body).map_err(|e| corrupt(kind, &raw_id, e))?;
+                    resources.backends.insert(id, backend);
+                }
+                Kind::Api => {
+                    let stored: StoredApi = serde_json::from_slice(&record)
+                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let mut api = parse_api(
+                        id.clone(),
+                        &ApiBody {
+                            path: stored.path,
+                            backend_id: stored.backend_id,
+                        },
+                    )
+                    .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    if let Some(xml) = stored.policy {
+                        api.policy =
+                            Some(parse_policy(&xml).map_err(|e| corrupt(kind, &raw_id, e))?);
+                    }
+                    resources.apis.insert(id, api);
+                }
+            }
+        }
+        warn_dangling(&resources);
+        info!(
+            certificates = resources.certificates.len(),
+            backends = resources.backends.len(),
+            apis = resources.apis.len(),
+            "control plane loaded the store"
+        );
+        publish(&resources);
+        Ok(Self {
+            state: Mutex::new(State {
+                store,
+                master_key,
+                resources,
+                publish,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave memory half-changed: every write
+        // builds its new value first and changes memory in one insert/remove after the
+        // store write, so the state behind a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the current resources (for reads).
+    pub fn with_resources<R>(&self, f: impl FnOnce(&Resources) -> R) -> R {
+        f(&self.lock().resources)
+    }
+
+    /// The public description of a certificate.
+    pub fn certificate(&self, id: &ResourceId) -> Option<CertificateInfo> {
+        self.with_resources(|r| r.certificates.get(id).map(|c| c.info.clone()))
+    }
+
+    /// Every certificate, sorted by id.
+    pub fn certificates(&self) -> Vec<(ResourceId, CertificateInfo)> {
+        self.with_resources(|r| {
+            r.certificates
+                .iter()
+                .map(|(id, c)| (id.clone(), c.info.clone()))
+                .collect()
+        })
+    }
+
+    /// A backend's resource.
+    pub fn backend(&self, id: &ResourceId) -> Option<BackendResource> {
+        self.with_resources(|r| r.backends.get(id).map(backend_resource))
+    }
+
+    /// Every backend, sorted by id.
+    pub fn backends(&self) -> Vec<BackendResource> {
+        self.with_resources(|r| r.backends.values().map(backend_resource).collect())
+    }
+
+    /// An API's resource.
+    pub fn api(&self, id: &ResourceId) -> Option<ApiResource> {
+        self.with_resources(|r| r.apis.get(id).map(api_resource))
+    }
+
+    /// Every API, sorted by id.
+    pub fn apis(&self) -> Vec<ApiResource> {
+        self.with_resources(|r| r.apis.values().map(api_resource).collect())
+    }
+
+    /// An API's policy XML as stored, or [`EMPTY_POLICY`] when it has none.
+    pub fn policy(&self, id: &ResourceId) -> Result<String, AdminError> {
+        self.with_resources(|r| match r.apis.get(id) {
+            Some(api) => Ok(api
+                .policy
+                .as_ref()
+                .map_or_else(|| EMPTY_POLICY.to_owned(), |p| p.xml.clone())),
+            None => Err(AdminError::not_found("API", id)),
+        })
+    }
+
+    /// Uploads (or replaces) a certificate from PKCS#12 bytes and its password.
+    ///
+    /// A replacement that changes the thumbprint is refused (409 `CertificateInUse`) while
+    /// a backend or policy names the old thumbprint and no other certificate has it.
+    pub fn put_certificate(
+        &self,
+        id: ResourceId,
+        pkcs12: &[u8],
+        password: &str,
+    ) -> Result<(Written, CertificateInfo), AdminError> {
+        let cert = parse_pkcs12(id.clone(), pkcs12, password)?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        let written = match state.resources.certificates.get(&id) {
+            Some(old) => {
+                if old.info.thumbprint != cert.info.thumbprint {
+                    let dependents =
+                        certificate_dependents(&state.resources, &id, old.info.thumbprint, true);
+                    if !dependents.is_empty() {
+                        return Err(AdminError::conflict(
+                            "CertificateInUse",
+                            format!(
+                                "Certificate {id} is referred to by its thumbprint {}; a replacement with another thumbprint would leave those references dangling.",
+                                old.info.thumbprint
+                            ),
+                            dependents,
+                        ));
+                    }
+                }
+                Written::Replaced
+            }
+            None => Written::Created,
+        };
+        let record = StoredCertificate::seal(&cert, &state.master_key)?;
+        let record = serde_json::to_vec(&record).map_err(AdminError::internal)?;
+        state.store.put(Kind::Certificate, id.as_str(), &record)?;
+        let info = cert.info.clone();
+        state.resources.certificates.insert(id.clone(), Arc::new(cert));
+        (state.publish)(&state.resources);
+        info!(
+            kind = "certificate",
+            id = %id,
+            thumbprint = %info.thumbprint,
+            subject = %info.subject,
+            replaced = written == Written::Replaced,
+            "certificate stored"
+        );
+        Ok((written, info))
+    }
+
+    /// Deletes a certificate unless a backend or API policy refers to it.
+    pub fn delete_certificate(&self, id: &ResourceId) -> Result<(), AdminError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(cert) = state.resources.certificates.get(id) else {
+            return Err(AdminError::not_found("certificate", id));
+        };
+        let thumbprint = cert.info.thumbprint;
+        let dependents = certificate_dependents(&state.resources, id, thumbprint, false);
+        if !dependents.is_empty() {
+            return Err(AdminError::conflict(
+                "CertificateInUse",
+                format!("Certificate {id} is in use; remove the references listed in details first."),
+                dependents,
+            ));
+        }
+        state.store.delete(Kind::Certificate, id.as_str())?;
+        state.resources.certificates.remove(id);
+        (state.publish)(&state.resources);
+        info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
+        Ok(())
+    }
+
+    /// Creates or replaces a backend.
+    pub fn put_backend(
+        &self,
+        id: ResourceId,
+        body: &BackendBody,
+    ) -> Result<(Written, BackendResource), AdminError> {
+        let backend = parse_backend(id.clone(), body)?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        let thumbprint = match &backend.credential {
+            Some(r) => Some(resolve_certificate(&state.resources, r)?),
+            None => None,
+        };
+        let written = if state.resources.backends.contains_key(&id) {
+            Written::Replaced
+        } else {
+            Written::Created
+        };
+        let record = serde_json::to_vec(&backend_body(&backend)).map_err(AdminError::internal)?;
+        state.store.put(Kind::Backend, id.as_str(), &record)?;
+        let resource = backend_resource(&backend);
+        state.resources.backends.insert(id.clone(), backend);
+        (state.publish)(&state.resources);
+        info!(
+            kind = "backend",
+            id = %id,
+            url = %resource.url,
+            thumbprint = %thumbprint.map(|t| t.to_string()).unwrap_or_default(),
+            replaced = written == Written::Replaced,
+            "backend stored"
+        );
+        Ok((written, resource))
+    }
+
+    /// Deletes a backend unless an API uses it.
+    pub fn delete_backend(&self, id: &ResourceId) -> Result<(), AdminError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if !state.resources.backends.contains_key(id) {
+            return Err(AdminError::not_found("backend", id));
+        }
+        let dependents: Vec<serde_json::Value> = state
+            .resources
+            .apis
+            .values()
+            .filter(|a| &a.backend_id == id)
+            .map(|a| json!({"kind": "api", "id": a.id.as_str()}))
+            .collect();
+        if !dependents.is_empty() {
+            return Err(AdminError::conflict(
+                "BackendInUse",
+                format!("Backend {id} is used by the APIs listed in details."),
+                dependents,
+            ));
+        }
+        state.store.delete(Kind::Backend, id.as_str())?;
+        state.resources.backends.remove(id);
+        (state.publish)(&state.resources);
+        info!(kind = "backend", id = %id, "backend deleted");
+        Ok(())
+    }
+
+    /// Creates or replaces an API (its policy, if any, is kept).
+    pub fn put_api(
+        &self,
+        id: ResourceId,
+        body: &ApiBody,
+    ) -> Result<(Written, ApiResource), AdminError> {
+        let mut api = parse_api(id.clone(), body)?;
+        let mut state = self.lock();
+        let state = &mut *state;
+        if !state.resources.backends.contains_key(&api.backend_id) {
+            return Err(AdminError::bad_request(
+                "BackendNotFound",
+                format!("Backend {} does not exist.", api.backend_id),
+            ));
+        }
+        if let Some(other) = state
+            .resources
+            .apis
+            .values()
+            .find(|a| a.id != id && a.path == api.path)
+        {
+            return Err(AdminError::conflict(
+                "PathConflict",
+                format!("API {} already serves the path {}.", other.id, api.path),
+                vec![json!({"kind": "api", "id": other.id.as_str()})],
+            ));
+        }
+        let written = match state.resources.apis.get(&id) {
+            Some(old) => {
+                api.policy = old.policy.clone();
+                Written::Replaced
+            }
+            None => Written::Created,
+        };
+        self.save_api(state, api, written, "API stored")
+    }
+
+    /// Deletes an API (and its policy).
+    pub fn delete_api(&self, id: &ResourceId) -> Result<(), AdminError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if !state.resources.apis.contains_key(id) {
+            return Err(AdminError::not_found("API", id));
+        }
+        state.store.delete(Kind::Api, id.as_str())?;
+        state.resources.apis.remove(id);
+        (state.publish)(&state.resources);
+        info!(kind = "api", id = %id, "API deleted");
+        Ok(())
+    }
+
+    /// Sets an API's policy from XML; 201 when the API had none, else 200.
+    pub fn put_policy(&self, id: &ResourceId, xml: &str) -> Result<Written, AdminError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(existing) = state.resources.apis.get(id) else {
+            return Err(AdminError::not_found("API", id));
+        };
+        let policy = parse_policy(xml)?;
+        if let Some(r) = &policy.authentication_certificate {
+            resolve_certificate(&state.resources, r)?;
+        }
+        let written = if existing.policy.is_some() {
+            Written::Replaced
+        } else {
+            Written::Created
+        };
+        let mut api = existing.clone();
+        api.policy = Some(policy);
+        self.save_api(state, api, written, "API policy stored")?;
+        Ok(written)
+    }
+
+    /// Removes an API's policy (the API then uses its backend's credentials).
+    pub fn delete_policy(&self, id: &ResourceId) -> Result<(), AdminError> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(existing) = state.resources.apis.get(id) else {
+            return Err(AdminError::not_found("API", id));
+        };
+        let mut api = existing.clone();
+        api.policy = None;
+        self.save_api(state, api, Written::Replaced, "API policy removed")?;
+        Ok(())
+    }
+
+    fn save_api(
+        &self,
+        state: &mut State,
+        api: Api,
+        written: Written,
+        what: &'static str,
+    ) -> Result<(Written, ApiResource), AdminError> {
+        let record = serde_json::to_vec(&stored_api(&api)).map_err(AdminError::internal)?;
+        state.store.put(Kind::Api, api.id.as_str(), &record)?;
+        let resource = api_resource(&api);
+        let thumbprint = state
+            .resources
+            .effective_credential(&api)
+            .and_then(|r| state.resources.find_certificate(r))
+            .map(|c| c.info.thumbprint.to_string())
+            .unwrap_or_default();
+        state.resources.apis.insert(api.id.clone(), api);
+        (state.publish)(&state.resources);
+        info!(
+            kind = "api",
+            id = %resource.id,
+            path = %resource.path,
+            backend = %resource.backend_id,
+            thumbprint = %thumbprint,
+            "{what}"
+        );
+        Ok((written, resource))
+    }
+}
+
+/// The thumbprint of the certificate a reference names, or 400 `CertificateNotFound`.
+fn resolve_certificate(res: &Resources, r: &CertificateRef) -> Result<Thumbprint, AdminError> {
+    match res.find_certificate(r) {
+        Some(c) => Ok(c.info.thumbprint),
+        None => Err(AdminError::bad_request(
+            "CertificateNotFound",
+            match r {
+                CertificateRef::Id(id) => format!("Certificate {id} does not exist."),
+                CertificateRef::Thumbprint(t) => {
+                    format!("No certificate has the thumbprint {t}.")
+                }
+            },
+        )),
+    }
+}
+
+/// Backends and API policies whose reference would dangle without certificate `id`
+/// (thumbprint `thumbprint`): references by id, and references by thumbprint when no other
+/// certificate has that thumbprint. With `thumbprint_only`, references by id are ignored
+/// (they follow a replacement).
+fn certificate_dependents(
+    res: &Resources,
+    id: &ResourceId,
+    thumbprint: Thumbprint,
+    thumbprint_only: bool,
+) -> Vec<serde_json::Value> {
+    let shared = res
+        .certificates
+        .iter()
+        .any(|(other, c)| other != id && c.info.thumbprint == thumbprint);
+    let refers = |r: &CertificateRef| match r {
+        CertificateRef::Id(x) => !thumbprint_only && x == id,
+        CertificateRef::Thumbprint(t) => *t == thumbprint && !shared,
+    };
+    let backends = res
+        .backends
+        .values()
+        .filter(|b| b.credential.as_ref().is_some_and(refers))
+        .map(|b| json!({"kind": "backend", "id": b.id.as_str()}));
+    let apis = res
+        .apis
+        .values()
+        .filter(|a| {
+            a.policy
+                .as_ref()
+                .and_then(|p| p.authentication_certificate.as_ref())
+                .is_some_and(refers)
+        })
+        .map(|a| json!({"kind": "api", "id": a.id.as_str()}));
+    backends.chain(apis).collect()
+}
+
+/// Logs references that point nowhere after loading (possible only when the store was
+/// edited by hand or by another writer).
+fn warn_dangling(res: &Resources) {
+    for b in res.backends.values() {
+        if let Some(r) = &b.credential {
+            if res.find_certificate(r).is_none() {
+                warn!(kind = "backend", id = %b.id, "backend names a certificate that does not exist");
+            }
+        }
+    }
+    for a in res.apis.values() {
+        if !res.backends.contains_key(&a.backend_id) {
+            warn!(kind = "api", id = %a.id, backend = %a.backend_id, "API names a backend that does not exist");
+        }
+        if let Some(r) = a.policy.as_ref().and_then(|p| p.authentication_certificate.as_ref()) {
+            if res.find_certificate(r).is_none() {
+                warn!(kind = "api", id = %a.id, "API policy names a certificate that does not exist");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

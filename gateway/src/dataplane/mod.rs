@@ -1,0 +1,205 @@
+//! The data plane: one thread per worker, each running its own monoio event loop (io_uring,
+//! or epoll where io_uring is unavailable) with its own SO_REUSEPORT listener, upstream pool,
+//! session cache and metric handles. Workers share only the TLS acceptor and the snapshot.
+
+pub mod http;
+pub mod proxy;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use boring::ssl::SslAcceptor;
+use tokio::sync::watch;
+
+use crate::metrics::WorkerMetrics;
+use crate::snapshot::Snapshot;
+use crate::upstream::WorkerUpstreams;
+
+/// Time limits on client connections and upstream requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// TLS handshake and request head must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection waiting for its next request is closed after this.
+    pub idle_timeout: Duration,
+    /// The backend must start answering within this (else 504); also bounds each read of a
+    /// response body.
+    pub request_timeout: Duration,
+}
+
+/// Which event loop driver to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    /// `EDGEGW_IO_DRIVER=uring|epoll` forces one; otherwise io_uring when the kernel allows it.
+    pub fn choose(forced: Option<&str>) -> Result<Driver, String> {
+        let available = monoio::utils::detect_uring();
+        match forced {
+            Some("epoll") => Ok(Driver::Epoll),
+            Some("uring") | Some("io_uring") if available => Ok(Driver::IoUring),
+            Some("uring") | Some("io_uring") => {
+                Err("EDGEGW_IO_DRIVER=uring but io_uring is not available on this machine".into())
+            }
+            Some(other) if !other.is_empty() => {
+                Err(format!("EDGEGW_IO_DRIVER={other:?}: use \"uring\" or \"epoll\""))
+            }
+            _ if available => Ok(Driver::IoUring),
+            _ => Ok(Driver::Epoll),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// What every worker gets from the runtime.
+#[derive(Clone)]
+pub struct WorkerShared {
+    pub acceptor: Arc<SslAcceptor>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub limits: Limits,
+    pub max_idle_per_key: usize,
+    pub upstream_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub driver: Driver,
+}
+
+/// One worker's state; lives on its thread only.
+pub struct WorkerContext {
+    pub id: usize,
+    pub acceptor: Arc<SslAcceptor>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub limits: Limits,
+    pub upstreams: RefCell<WorkerUpstreams>,
+    pub metrics: WorkerMetrics,
+    /// Set once shutdown starts: finish the current request, then close.
+    pub draining: Cell<bool>,
+    /// Sockets of connections waiting for their next request (closed at shutdown).
+    pub idle_fds: RefCell<HashSet<RawFd>>,
+    pub active: Cell<usize>,
+}
+
+/// Runs worker `id` on the current thread until shutdown completes.
+pub fn run_worker(
+    id: usize,
+    shared: WorkerShared,
+    listener: std::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let future = worker_loop(id, shared.clone(), listener, shutdown);
+    match shared.driver {
+        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build()?
+            .block_on(future),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(future),
+    }
+}
+
+async fn worker_loop(
+    id: usize,
+    shared: WorkerShared,
+    listener: std::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    let ctx = Rc::new(WorkerContext {
+        id,
+        acceptor: shared.acceptor.clone(),
+        snapshot: shared.snapshot.clone(),
+        limits: shared.limits,
+        upstreams: RefCell::new(WorkerUpstreams::new(
+            shared.max_idle_per_key,
+            shared.upstream_idle_timeout,
+            shared.connect_timeout,
+        )),
+        metrics: WorkerMetrics::new(id),
+        draining: Cell::new(false),
+        idle_fds: RefCell::default(),
+        active: Cell::new(0),
+    });
+    monoio::spawn(sweep_idle_upstreams(ctx.clone()));
+    tracing::debug!(worker = id, "worker accepting");
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => spawn_connection(&ctx, stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(worker = id, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    drain(&ctx, shared.shutdown_grace).await;
+    Ok(())
+}
+
+fn spawn_connection(ctx: &Rc<WorkerContext>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+    ctx.metrics.connection_accepted();
+    ctx.active.set(ctx.active.get() + 1);
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        proxy::serve_connection(ctx.clone(), stream, peer).await;
+        ctx.active.set(ctx.active.get() - 1);
+        ctx.metrics.connection_closed();
+    });
+}
+
+/// Stops taking requests: idle keep-alive connections are closed now, busy ones after their
+/// current response, all within the grace period.
+async fn drain(ctx: &WorkerContext, grace: Duration) {
+    ctx.draining.set(true);
+    let deadline = Instant::now() + grace;
+    loop {
+        for fd in ctx.idle_fds.borrow().iter() {
+            // SAFETY: the fd belongs to a live connection of this worker (it leaves the set
+            // before its socket closes); SHUT_RD wakes its pending read with end-of-file.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+        }
+        if ctx.active.get() == 0 || Instant::now() >= deadline {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if ctx.active.get() > 0 {
+        tracing::warn!(worker = ctx.id, open = ctx.active.get(), "shutdown grace elapsed with connections open");
+    }
+    ctx.upstreams.borrow_mut().pool.clear();
+}
+
+/// Drops idle upstream connections past their timeout, so idle sockets are not held forever.
+async fn sweep_idle_upstreams(ctx: Rc<WorkerContext>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if ctx.draining.get() {
+            return;
+        }
+        ctx.upstreams
+            .borrow_mut()
+            .pool
+            .evict_expired(Instant::now(), |_| ctx.metrics.pool_eviction("expired"));
+    }
+}

@@ -1,0 +1,570 @@
+//! One client connection: TLS accept, then HTTP/1.1 requests in a keep-alive loop, each routed
+//! through the current snapshot and proxied to its backend over a pooled (m)TLS connection.
+//! Bodies stream through in both directions; nothing buffers a whole message.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boring::ssl::Ssl;
+use monoio::net::TcpStream;
+
+use super::http::{
+    self, ByteSink, ByteSource, ChunkedScanner, Framing, HeadError, InBuffer, RequestHead,
+    ResponseHead,
+};
+use super::WorkerContext;
+use crate::metrics::NO_API;
+use crate::snapshot::{upstream_path, Target};
+use crate::tls::client::{self, TlsFailure};
+use crate::tls::stream::TlsStream;
+use crate::upstream::{self, ConnectError, Eviction, UpstreamConn};
+
+/// The client side of one connection.
+struct Downstream {
+    tls: TlsStream,
+    buf: InBuffer,
+    peer_ip: String,
+}
+
+/// An error answered to the client as contract JSON.
+#[derive(Debug)]
+struct ProxyError {
+    status: u16,
+    code: &'static str,
+    message: String,
+    reason: Option<TlsFailure>,
+    /// The request body was not read to its end: the connection cannot carry another request.
+    close: bool,
+}
+
+impl ProxyError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), reason: None, close: false }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
+/// How a request ended, for the keep-alive decision and metrics.
+struct Outcome {
+    status: u16,
+    keep_alive: bool,
+}
+
+pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let ssl = match Ssl::new(ctx.acceptor.context()) {
+        Ok(ssl) => ssl,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create a TLS session");
+            return;
+        }
+    };
+    let tls = match monoio::time::timeout(ctx.limits.header_read_timeout, TlsStream::accept(tcp, ssl)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "client TLS handshake timed out");
+            return;
+        }
+    };
+    ctx.metrics.downstream_handshake(tls.ssl().session_reused());
+    let mut client = Downstream { tls, buf: InBuffer::new(), peer_ip: peer.ip().to_string() };
+    loop {
+        let head = match read_request_head(&ctx, &mut client).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = respond_error(&mut client, &e, false).await;
+                ctx.metrics.request(&no_api(), e.status, Duration::ZERO);
+                break;
+            }
+        };
+        let outcome = handle_request(&ctx, &mut client, head).await;
+        if !outcome.keep_alive || ctx.draining.get() {
+            break;
+        }
+    }
+    client.tls.shutdown().await;
+}
+
+fn no_api() -> Arc<str> {
+    thread_local!(static NO_API_LABEL: Arc<str> = Arc::from(NO_API));
+    NO_API_LABEL.with(Arc::clone)
+}
+
+/// Waits for the next request head. `Ok(None)`: the client closed, went idle past the
+/// timeout, or the worker is draining.
+async fn read_request_head(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let mut deadline = None;
+    loop {
+        if !client.buf.is_empty() {
+            match http::parse_request(client.buf.data()) {
+                Ok(Some((head, len))) => {
+                    client.buf.consume(len);
+                    return Ok(Some(head));
+                }
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => {
+                    return Err(ProxyError::new(431, "RequestHeaderFieldsTooLarge", format!("The request head is larger than {} bytes.", http::MAX_HEAD_BYTES)).closing())
+                }
+                Err(HeadError::TooManyHeaders) => {
+                    return Err(ProxyError::new(431, "RequestHeaderFieldsTooLarge", format!("The request has more than {} header fields.", http::MAX_HEADERS)).closing())
+                }
+                Err(HeadError::Malformed) => {
+                    return Err(ProxyError::new(400, "BadRequest", "The request is not valid HTTP/1.1.").closing())
+                }
+            }
+        }
+        let idle = client.buf.is_empty();
+        if idle && ctx.draining.get() {
+            return Ok(None);
+        }
+        let wait = if idle {
+            ctx.limits.idle_timeout
+        } else {
+            let d = *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_read_timeout);
+            d.saturating_duration_since(Instant::now())
+        };
+        let fd = client.tls.tcp().as_raw_fd();
+        if idle {
+            ctx.idle_fds.borrow_mut().insert(fd);
+        }
+        let read = monoio::time::timeout(wait, client.buf.fill(&mut client.tls)).await;
+        if idle {
+            ctx.idle_fds.borrow_mut().remove(&fd);
+        }
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Err(_) if idle => return Ok(None),
+            Err(_) => {
+                return Err(ProxyError::new(408, "RequestTimeout", "The request head did not arrive in time.").closing())
+            }
+        }
+    }
+}
+
+async fn handle_request(ctx: &WorkerContext, client: &mut Downstream, head: RequestHead) -> Outcome {
+    let started = Instant::now();
+    let snapshot = ctx.snapshot.load_full();
+    let tokens = http::connection_tokens(&head.headers);
+    let client_keep_alive = head.minor_version >= 1 && !tokens.iter().any(|t| t == "close");
+    let framing = match http::declared_framing(&head.headers) {
+        Ok(f) => f.unwrap_or(Framing::Empty),
+        Err(why) => {
+            let e = ProxyError::new(400, "BadRequest", format!("Invalid request framing: {why}.")).closing();
+            return finish_with_error(ctx, client, &no_api(), started, e).await;
+        }
+    };
+    let (path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head.target.as_str(), None),
+    };
+    if !path.starts_with('/') {
+        let e = ProxyError::new(400, "BadRequest", "The request target must be a path starting with '/'.").closing();
+        return finish_with_error(ctx, client, &no_api(), started, e).await;
+    }
+    let Some((route, rest)) = snapshot.route(path) else {
+        let mut e = ProxyError::new(404, "NotFound", format!("No API matches the path {path}."));
+        e.close = framing != Framing::Empty || !client_keep_alive;
+        return finish_with_error(ctx, client, &no_api(), started, e).await;
+    };
+    let api = route.api_id.clone();
+    if head.headers.iter().any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue")) {
+        // Answer it here: the body must reach us before the backend can see it.
+        if client.tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+            return Outcome { status: 499, keep_alive: false };
+        }
+    }
+    let target = route.target.clone();
+    let upstream_head = build_upstream_head(&head, &target, rest, query, &client.peer_ip, &tokens, framing);
+    match proxy(ctx, client, &head, &target, &upstream_head, framing, client_keep_alive).await {
+        Ok(outcome) => {
+            ctx.metrics.request(&api, outcome.status, started.elapsed());
+            outcome
+        }
+        Err(e) => finish_with_error(ctx, client, &api, started, e).await,
+    }
+}
+
+async fn finish_with_error(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    api: &Arc<str>,
+    started: Instant,
+    e: ProxyError,
+) -> Outcome {
+    let keep_alive = !e.close;
+    let sent = respond_error(client, &e, keep_alive).await.is_ok();
+    ctx.metrics.request(api, e.status, started.elapsed());
+    Outcome { status: e.status, keep_alive: keep_alive && sent }
+}
+
+/// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
+/// headers, no hop-by-hop fields.
+fn build_upstream_head(
+    head: &RequestHead,
+    target: &Target,
+    rest: &str,
+    query: Option<&str>,
+    client_ip: &str,
+    tokens: &[String],
+    framing: Framing,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream_path(&target.base_path, rest, query).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    http::push_header(&mut out, "Host", target.authority.as_bytes());
+    let mut forwarded_for = None;
+    for h in &head.headers {
+        if http::is_hop_by_hop(h, tokens) || h.is("host") || h.is("x-forwarded-proto") || h.is("expect") {
+            continue;
+        }
+        if h.is("x-forwarded-for") {
+            forwarded_for = Some(h.value_str().to_owned());
+            continue;
+        }
+        http::push_header(&mut out, &h.name, &h.value);
+    }
+    let xff = match forwarded_for {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
+        _ => client_ip.to_owned(),
+    };
+    http::push_header(&mut out, "X-Forwarded-For", xff.as_bytes());
+    http::push_header(&mut out, "X-Forwarded-Proto", b"https");
+    http::push_framing(&mut out, framing);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Gets a connection for the target: a pooled one for the same key, else a new one.
+async fn upstream_connection(ctx: &WorkerContext, target: &Target, fresh_only: bool) -> Result<UpstreamConn, ProxyError> {
+    let endpoint = target
+        .endpoint
+        .as_ref()
+        .map_err(|e| ProxyError::new(502, "BackendConnectionFailure", format!("Backend {} cannot be reached: {e}", target.backend_id)))?;
+    if !fresh_only {
+        let pooled = ctx.upstreams.borrow_mut().checkout(&endpoint.key, |reason| {
+            ctx.metrics.pool_eviction(eviction_label(reason));
+        });
+        ctx.metrics.pool_lookup(&target.backend_id, pooled.is_some());
+        if let Some(conn) = pooled {
+            return Ok(conn);
+        }
+    }
+    let (session, timeout) = {
+        let upstreams = ctx.upstreams.borrow();
+        (upstreams.session_for(&endpoint.key), upstreams.connect_timeout())
+    };
+    match upstream::connect(target, session, timeout).await {
+        Ok((conn, handshake)) => {
+            if target.tls.is_some() {
+                ctx.metrics.upstream_handshake(&target.backend_id, handshake.resumed);
+            }
+            Ok(conn)
+        }
+        Err(ConnectError::Timeout) => Err(ProxyError::new(
+            504,
+            "BackendTimeout",
+            format!("Backend {} did not accept a connection in time.", target.backend_id),
+        )),
+        Err(ConnectError::Unreachable(why)) => Err(ProxyError::new(
+            502,
+            "BackendConnectionFailure",
+            format!("Backend {} cannot be reached: {why}", target.backend_id),
+        )),
+        Err(ConnectError::Tls(reason, why)) => {
+            ctx.upstreams.borrow_mut().forget_session(&endpoint.key);
+            Err(tls_error(ctx, target, reason, &why))
+        }
+    }
+}
+
+fn tls_error(ctx: &WorkerContext, target: &Target, reason: TlsFailure, why: &str) -> ProxyError {
+    ctx.metrics.upstream_tls_error(&target.backend_id, reason);
+    tracing::warn!(backend = %target.backend_id, reason = reason.as_str(), error = why, "backend TLS failed");
+    let mut e = ProxyError::new(
+        500,
+        "BackendTlsError",
+        format!("The TLS connection to backend {} failed: {}.", target.backend_id, reason.as_str()),
+    );
+    e.reason = Some(reason);
+    e
+}
+
+fn eviction_label(reason: Eviction) -> &'static str {
+    match reason {
+        Eviction::Expired => "expired",
+        Eviction::Full => "full",
+    }
+}
+
+async fn proxy(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    head: &RequestHead,
+    target: &Target,
+    upstream_head: &[u8],
+    framing: Framing,
+    client_keep_alive: bool,
+) -> Result<Outcome, ProxyError> {
+    let body_pending = framing != Framing::Empty;
+    let mut conn = upstream_connection(ctx, target, false).await.map_err(|e| ProxyError { close: e.close || body_pending, ..e })?;
+    // A pooled connection the backend closed fails on the first write; nothing has been sent
+    // then, so one retry on a fresh connection is safe.
+    if let Err(e) = conn.io.send(upstream_head).await {
+        if !conn.reused {
+            return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Sending to backend {} failed: {e}", target.backend_id)).closing());
+        }
+        conn = upstream_connection(ctx, target, true).await.map_err(|e| ProxyError { close: e.close || body_pending, ..e })?;
+        conn.io.send(upstream_head).await.map_err(|e| {
+            ProxyError::new(502, "BackendConnectionFailure", format!("Sending to backend {} failed: {e}", target.backend_id)).closing()
+        })?;
+    }
+    if body_pending {
+        forward_body(&mut client.buf, &mut client.tls, &mut conn.io, framing, ctx.limits.header_read_timeout)
+            .await
+            .map_err(|e| match e {
+                BodyError::Source(why) => ProxyError::new(400, "BadRequest", format!("Reading the request body failed: {why}")).closing(),
+                BodyError::Sink(why) => ProxyError::new(502, "BackendConnectionFailure", format!("Sending the request body to backend {} failed: {why}", target.backend_id)).closing(),
+            })?;
+    }
+    let response = read_response_head(ctx, &mut conn, target).await?;
+    let is_head = head.method.eq_ignore_ascii_case("HEAD");
+    let status = response.status;
+    let response_framing = if is_head || status == 204 || status == 304 {
+        Framing::Empty
+    } else {
+        match http::declared_framing(&response.headers) {
+            Ok(f) => f.unwrap_or(Framing::UntilClose),
+            Err(why) => {
+                return Err(ProxyError::new(502, "BackendProtocolError", format!("Backend {} sent an invalid response: {why}.", target.backend_id)))
+            }
+        }
+    };
+    let upstream_tokens = http::connection_tokens(&response.headers);
+    let upstream_reusable = response.minor_version >= 1
+        && !upstream_tokens.iter().any(|t| t == "close")
+        && response_framing != Framing::UntilClose;
+    let keep_alive = client_keep_alive && response_framing != Framing::UntilClose && !ctx.draining.get();
+    let mut out = Vec::with_capacity(512);
+    write_status_line(&mut out, status, &response.reason);
+    for h in &response.headers {
+        if !http::is_hop_by_hop(h, &upstream_tokens) {
+            http::push_header(&mut out, &h.name, &h.value);
+        }
+    }
+    if is_head {
+        // A HEAD answer keeps the length the GET would have had.
+        if let Some(cl) = response.headers.iter().find(|h| h.is("content-length")) {
+            http::push_header(&mut out, "Content-Length", &cl.value);
+        }
+    } else {
+        http::push_framing(&mut out, response_framing);
+    }
+    if !keep_alive {
+        http::push_header(&mut out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    let sent_head = client.tls.buffer_write(&out).is_ok();
+    let body_result = if !sent_head {
+        Err(BodyError::Sink("encrypting the response failed".into()))
+    } else if response_framing == Framing::Empty {
+        client.tls.flush_writes().await.map_err(|e| BodyError::Sink(e.to_string()))
+    } else {
+        forward_body(&mut conn.buffered, &mut conn.io, &mut client.tls, response_framing, ctx.limits.request_timeout).await
+    };
+    let complete = body_result.is_ok();
+    {
+        let mut upstreams = ctx.upstreams.borrow_mut();
+        upstreams.remember_session(&mut conn);
+        if complete && upstream_reusable && conn.buffered.is_empty() {
+            let key = conn.key.clone();
+            conn.reused = false;
+            upstreams.pool.checkin(key, conn, Instant::now(), |reason| ctx.metrics.pool_eviction(eviction_label(reason)));
+        }
+    }
+    if let Err(e) = body_result {
+        tracing::debug!(backend = %target.backend_id, error = ?e, "response body not completed");
+    }
+    Ok(Outcome { status, keep_alive: keep_alive && complete })
+}
+
+/// Reads the backend's response head, skipping interim (1xx) responses.
+async fn read_response_head(ctx: &WorkerContext, conn: &mut UpstreamConn, target: &Target) -> Result<ResponseHead, ProxyError> {
+    let deadline = Instant::now() + ctx.limits.request_timeout;
+    loop {
+        if !conn.buffered.is_empty() {
+            match http::parse_response(conn.buffered.data()) {
+                Ok(Some((head, len))) => {
+                    conn.buffered.consume(len);
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ProxyError::new(502, "BackendProtocolError", format!("Backend {} sent an invalid response head ({e:?}).", target.backend_id)))
+                }
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(wait, conn.buffered.fill(&mut conn.io)).await {
+            Err(_) => {
+                return Err(ProxyError::new(504, "BackendTimeout", format!("Backend {} did not answer within {:?}.", target.backend_id, ctx.limits.request_timeout)))
+            }
+            Ok(Ok(0)) => {
+                return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Backend {} closed the connection without answering.", target.backend_id)))
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                // With TLS 1.3 the backend judges our certificate after the handshake: its
+                // refusal arrives as an alert on the first read.
+                let text = e.to_string();
+                if target.tls.is_some() && client::names_client_certificate_alert(&text) {
+                    let reason = TlsFailure::ClientCertificateRejected;
+                    return Err(tls_error(ctx, target, reason, &text));
+                }
+                return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Reading from backend {} failed: {e}", target.backend_id)));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum BodyError {
+    /// The side the body comes from failed or ended early.
+    Source(String),
+    /// The side the body goes to failed.
+    Sink(String),
+}
+
+/// Streams one message body from `buf`/`source` to `sink`, as it arrives.
+async fn forward_body<S: ByteSource, D: ByteSink>(
+    buf: &mut InBuffer,
+    source: &mut S,
+    sink: &mut D,
+    framing: Framing,
+    read_timeout: Duration,
+) -> Result<(), BodyError> {
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut scanner = ChunkedScanner::default();
+    loop {
+        if buf.is_empty() {
+            let n = match monoio::time::timeout(read_timeout, buf.fill(source)).await {
+                Err(_) => return Err(BodyError::Source("timed out".into())),
+                Ok(Err(e)) => return Err(BodyError::Source(e.to_string())),
+                Ok(Ok(n)) => n,
+            };
+            if n == 0 {
+                return if framing == Framing::UntilClose {
+                    Ok(())
+                } else {
+                    Err(BodyError::Source("connection closed before the body ended".into()))
+                };
+            }
+        }
+        let data = buf.data();
+        let (take, done) = match framing {
+            Framing::Length(_) => {
+                let take = (remaining.min(data.len() as u64)) as usize;
+                remaining -= take as u64;
+                (take, remaining == 0)
+            }
+            Framing::Chunked => {
+                let take = scanner.scan(data).map_err(|e| BodyError::Source(e.0.into()))?;
+                (take, scanner.is_done())
+            }
+            Framing::UntilClose => (data.len(), false),
+            Framing::Empty => (0, true),
+        };
+        sink.send(&data[..take]).await.map_err(|e| BodyError::Sink(e.to_string()))?;
+        buf.consume(take);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The contract's JSON error body.
+fn error_body(e: &ProxyError) -> Vec<u8> {
+    let details: Vec<serde_json::Value> = e
+        .reason
+        .map(|r| vec![serde_json::json!({ "reason": r.as_str() })])
+        .unwrap_or_default();
+    let body = serde_json::json!({
+        "error": { "code": e.code, "message": e.message, "details": details }
+    });
+    body.to_string().into_bytes()
+}
+
+async fn respond_error(client: &mut Downstream, e: &ProxyError, keep_alive: bool) -> std::io::Result<()> {
+    let body = error_body(e);
+    let mut out = Vec::with_capacity(256 + body.len());
+    write_status_line(&mut out, e.status, reason_phrase(e.status));
+    http::push_header(&mut out, "Content-Type", b"application/json");
+    http::push_header(&mut out, "Content-Length", body.len().to_string().as_bytes());
+    if !keep_alive {
+        http::push_header(&mut out, "Connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    client.tls.write_all(&out).await.map_err(Into::into)
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_contract_shape() {
+        let mut e = ProxyError::new(500, "BackendTlsError", "x");
+        e.reason = Some(TlsFailure::UntrustedChain);
+        let v: serde_json::Value = serde_json::from_slice(&error_body(&e)).unwrap();
+        assert_eq!(v["error"]["code"], "BackendTlsError");
+        assert_eq!(v["error"]["details"][0]["reason"], "UntrustedChain");
+        let v: serde_json::Value = serde_json::from_slice(&error_body(&ProxyError::new(404, "NotFound", "y"))).unwrap();
+        assert_eq!(v["error"]["details"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,187 @@
+//! Every metric the gateway exports is named here, and only here (contract §5).
+//!
+//! Workers record through `WorkerMetrics`, which caches one handle per label set, so the hot
+//! path never touches the recorder's shared registry: an increment is one relaxed atomic add
+//! on a handle. The control plane records configuration metrics directly.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::model::Resources;
+use crate::tls::client::TlsFailure;
+
+pub const REQUESTS_TOTAL: &str = "edgegw_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "edgegw_request_duration_seconds";
+pub const DOWNSTREAM_HANDSHAKES_TOTAL: &str = "edgegw_downstream_handshakes_total";
+pub const UPSTREAM_HANDSHAKES_TOTAL: &str = "edgegw_upstream_handshakes_total";
+pub const UPSTREAM_POOL_TOTAL: &str = "edgegw_upstream_pool_total";
+pub const UPSTREAM_TLS_ERRORS_TOTAL: &str = "edgegw_upstream_tls_errors_total";
+pub const UPSTREAM_POOL_EVICTIONS_TOTAL: &str = "edgegw_upstream_pool_evictions_total";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str = "edgegw_certificate_expiry_timestamp_seconds";
+pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_connections_total";
+pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
+pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
+pub const TICKET_KEY_ROTATIONS_TOTAL: &str = "edgegw_ticket_key_rotations_total";
+
+/// Label value for requests that matched no API.
+pub const NO_API: &str = "-";
+
+/// Installs the Prometheus recorder; the handle renders the text format.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()), &buckets)
+        .map_err(|e| format!("configuring metric buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS_TOTAL, "Requests answered, by API and status code.");
+    describe_histogram!(REQUEST_DURATION_SECONDS, Unit::Seconds, "Time from request head to the end of the response.");
+    describe_counter!(DOWNSTREAM_HANDSHAKES_TOTAL, "TLS handshakes with clients, full or resumed.");
+    describe_counter!(UPSTREAM_HANDSHAKES_TOTAL, "TLS handshakes with backends, full or resumed.");
+    describe_counter!(UPSTREAM_POOL_TOTAL, "Upstream connection requests served from the pool (hit) or by a new connection (miss).");
+    describe_counter!(UPSTREAM_TLS_ERRORS_TOTAL, "Failed TLS connections to backends, by reason.");
+    describe_counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "Idle upstream connections dropped, by reason.");
+    describe_gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, Unit::Seconds, "Expiry (notAfter) of each uploaded client certificate, Unix time.");
+    describe_counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "Client connections accepted by each worker.");
+    describe_gauge!(WORKER_ACTIVE_CONNECTIONS, "Client connections open on each worker.");
+    describe_gauge!(CONFIG_GENERATION, "Generation of the configuration snapshot in use; grows with every change.");
+    describe_counter!(TICKET_KEY_ROTATIONS_TOTAL, "Session-ticket key rotations.");
+}
+
+/// Called by the control plane whenever it publishes a snapshot.
+pub fn record_config(generation: u64, resources: &Resources) {
+    metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
+    for cert in resources.certificates.values() {
+        metrics::gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, "certificate" => cert.id.to_string())
+            .set(cert.info.not_after.unix_timestamp() as f64);
+    }
+}
+
+pub fn record_ticket_rotation() {
+    metrics::counter!(TICKET_KEY_ROTATIONS_TOTAL).increment(1);
+}
+
+/// One worker's cached metric handles. Single-threaded by construction (`RefCell`).
+pub struct WorkerMetrics {
+    worker: String,
+    accepted: Counter,
+    active: metrics::Gauge,
+    downstream_handshakes: [Counter; 2],
+    requests: RefCell<HashMap<(Arc<str>, u16), Counter>>,
+    durations: RefCell<HashMap<Arc<str>, Histogram>>,
+    upstream_handshakes: RefCell<HashMap<(Arc<str>, bool), Counter>>,
+    pool: RefCell<HashMap<(Arc<str>, bool), Counter>>,
+    tls_errors: RefCell<HashMap<(Arc<str>, TlsFailure), Counter>>,
+    evictions: RefCell<HashMap<&'static str, Counter>>,
+}
+
+fn bool_label(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+impl WorkerMetrics {
+    pub fn new(worker: usize) -> Self {
+        let worker = worker.to_string();
+        let handshake = |resumed| metrics::counter!(DOWNSTREAM_HANDSHAKES_TOTAL, "resumed" => bool_label(resumed));
+        Self {
+            accepted: metrics::counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "worker" => worker.clone()),
+            active: metrics::gauge!(WORKER_ACTIVE_CONNECTIONS, "worker" => worker.clone()),
+            downstream_handshakes: [handshake(false), handshake(true)],
+            worker,
+            requests: RefCell::default(),
+            durations: RefCell::default(),
+            upstream_handshakes: RefCell::default(),
+            pool: RefCell::default(),
+            tls_errors: RefCell::default(),
+            evictions: RefCell::default(),
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn connection_accepted(&self) {
+        self.accepted.increment(1);
+        self.active.increment(1.0);
+    }
+
+    pub fn connection_closed(&self) {
+        self.active.decrement(1.0);
+    }
+
+    pub fn downstream_handshake(&self, resumed: bool) {
+        self.downstream_handshakes[usize::from(resumed)].increment(1);
+    }
+
+    pub fn request(&self, api: &Arc<str>, status: u16, elapsed: Duration) {
+        self.requests
+            .borrow_mut()
+            .entry((api.clone(), status))
+            .or_insert_with(|| {
+                metrics::counter!(REQUESTS_TOTAL, "api" => api.to_string(), "code" => status.to_string())
+            })
+            .increment(1);
+        self.durations
+            .borrow_mut()
+            .entry(api.clone())
+            .or_insert_with(|| metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api.to_string()))
+            .record(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_handshake(&self, backend: &Arc<str>, resumed: bool) {
+        self.upstream_handshakes
+            .borrow_mut()
+            .entry((backend.clone(), resumed))
+            .or_insert_with(|| {
+                metrics::counter!(UPSTREAM_HANDSHAKES_TOTAL, "backend" => backend.to_string(), "resumed" => bool_label(resumed))
+            })
+            .increment(1);
+    }
+
+    pub fn pool_lookup(&self, backend: &Arc<str>, hit: bool) {
+        self.pool
+            .borrow_mut()
+            .entry((backend.clone(), hit))
+            .or_insert_with(|| {
+                let result = if hit { "hit" } else { "miss" };
+                metrics::counter!(UPSTREAM_POOL_TOTAL, "backend" => backend.to_string(), "result" => result)
+            })
+            .increment(1);
+    }
+
+    pub fn upstream_tls_error(&self, backend: &Arc<str>, reason: TlsFailure) {
+        self.tls_errors
+            .borrow_mut()
+            .entry((backend.clone(), reason))
+            .or_insert_with(|| {
+                metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason.as_str())
+            })
+            .increment(1);
+    }
+
+    pub fn pool_eviction(&self, reason: &'static str) {
+        self.evictions
+            .borrow_mut()
+            .entry(reason)
+            .or_insert_with(|| metrics::counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "reason" => reason))
+            .increment(1);
+    }
+}

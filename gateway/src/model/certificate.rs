@@ -1,0 +1,698 @@
+//! PKCS#12 intake and the stored form of client certificates.
+//!
+//! This module owns: turning an operator's `.pfx` bytes + password into a validated
+//! [`Certificate`] (with every failure mapped to a contract error code), describing a
+//! certificate ([`CertificateInfo`], [`format_name`]), and the at-rest record
+//! ([`StoredCertificate`]) in which the private key is sealed with the master key.
+//! The `.pfx` password is never kept anywhere.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use boring::asn1::{Asn1Time, Asn1TimeRef};
+use boring::error::ErrorStack;
+use boring::hash::MessageDigest;
+use boring::nid::Nid;
+use boring::pkcs12::Pkcs12;
+use boring::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
+use boring::x509::{X509NameRef, X509};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Certificate, CertificateInfo, ResourceId, Thumbprint};
+use crate::store::{MasterKey, StoreError};
+
+/// Why an uploaded PKCS#12 file was refused. Each variant is one contract error code.
+///
+/// Messages never contain the password or any key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateError {
+    /// Not a PKCS#12 file, or one without any certificate. The text says what BoringSSL saw.
+    InvalidPkcs12(String),
+    /// The password does not open the file.
+    WrongPassword,
+    /// The file holds certificates but no private key.
+    MissingPrivateKey,
+    /// The private key does not belong to the (leaf) certificate.
+    KeyMismatch,
+    /// The leaf certificate's notAfter is in the past.
+    CertificateExpired {
+        /// The leaf's notAfter.
+        not_after: OffsetDateTime,
+    },
+}
+
+impl CertificateError {
+    /// The contract error code (`InvalidPkcs12`, `WrongPassword`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidPkcs12(_) => "InvalidPkcs12",
+            Self::WrongPassword => "WrongPassword",
+            Self::MissingPrivateKey => "MissingPrivateKey",
+            Self::KeyMismatch => "KeyMismatch",
+            Self::CertificateExpired { .. } => "CertificateExpired",
+        }
+    }
+}
+
+impl fmt::Display for CertificateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidPkcs12(why) => {
+                write!(f, "The data is not a usable PKCS#12 (.pfx) file: {why}.")
+            }
+            Self::WrongPassword => f.write_str("The password does not open the PKCS#12 file."),
+            Self::MissingPrivateKey => {
+                f.write_str("The PKCS#12 file contains no private key for the certificate.")
+            }
+            Self::KeyMismatch => f.write_str(
+                "The private key in the PKCS#12 file does not match its certificate.",
+            ),
+            Self::CertificateExpired { not_after } => write!(
+                f,
+                "The certificate expired on {}.",
+                super::format_rfc3339(*not_after)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CertificateError {}
+
+/// Parses a PKCS#12 (`.pfx`) file: legacy (3DES/RC2) and modern (AES-256/PBKDF2)
+/// encryption, empty passwords and self-signed certificates are all accepted.
+///
+/// The leaf is the certificate matching the private key; the other certificates in the
+/// file become the chain, in file order. An expired leaf is refused.
+pub fn parse_pkcs12(
+    id: ResourceId,
+    der: &[u8],
+    password: &str,
+) -> Result<Certificate, CertificateError> {
+    parse_pkcs12_at(id, der, password, OffsetDateTime::now_utc())
+}
+
+/// [`parse_pkcs12`] with an explicit "now" for the expiry check.
+pub fn parse_pkcs12_at(
+    id: ResourceId,
+    der: &[u8],
+    password: &str,
+    now: OffsetDateTime,
+) -> Result<Certificate, CertificateError> {
+    let p12 = Pkcs12::from_der(der).map_err(|e| classify(&e))?;
+    if password.contains('\0') {
+        // A PKCS#12 password is a NUL-terminated string: one with a NUL cannot be right.
+        return Err(CertificateError::WrongPassword);
+    }
+    let parsed = p12.parse2(password).map_err(|e| classify(&e))?;
+    let mut others: Vec<X509> = parsed
+        .ca
+        .map(|stack| stack.into_iter().collect())
+        .unwrap_or_default();
+    let (leaf, key) = match (parsed.cert, parsed.pkey) {
+        (Some(leaf), Some(key)) => (leaf, key),
+        // BoringSSL picks as leaf the last certificate matching the key; when none
+        // matches, every certificate lands in `ca`.
+        (None, Some(_)) if !others.is_empty() => return Err(CertificateError::KeyMismatch),
+        (None, Some(_)) => {
+            return Err(CertificateError::InvalidPkcs12(
+                "it contains no certificate".to_owned(),
+            ))
+        }
+        (Some(_), None) => return Err(CertificateError::MissingPrivateKey),
+        (None, None) if !others.is_empty() => return Err(CertificateError::MissingPrivateKey),
+        (None, None) => {
+            return Err(CertificateError::InvalidPkcs12(
+                "it contains no certificate".to_owned(),
+            ))
+        }
+    };
+    let chain = std::mem::take(&mut others);
+    let cert = certificate_from_parts(id, leaf, chain, key)?;
+    if cert.info.not_after < now {
+        return Err(CertificateError::CertificateExpired {
+            not_after: cert.info.not_after,
+        });
+    }
+    Ok(cert)
+}
+
+/// Builds a [`Certificate`] from its parts: checks that `key` belongs to `leaf` and fills
+/// [`CertificateInfo`]. Does not check expiry (a stored certificate that has expired since
+/// it was uploaded still loads).
+pub fn certificate_from_parts(
+    id: ResourceId,
+    leaf: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
+) -> Result<Certificate, CertificateError> {
+    let invalid = |e: ErrorStack| CertificateError::InvalidPkcs12(reasons(&e));
+    let leaf_key = leaf.public_key().map_err(invalid)?;
+    if !leaf_key.public_eq(&key) {
+        return Err(CertificateError::KeyMismatch);
+    }
+    let digest = leaf.digest(MessageDigest::sha1()).map_err(invalid)?;
+    let mut thumb = [0u8; 20];
+    if digest.len() != thumb.len() {
+        return Err(CertificateError::InvalidPkcs12(
+            "unexpected SHA-1 digest length".to_owned(),
+        ));
+    }
+    thumb.copy_from_slice(&digest);
+    let subject = format_name(leaf.subject_name());
+    let issuer = format_name(leaf.issuer_name());
+    let same_name = match leaf.subject_name().try_cmp(leaf.issuer_name()) {
+        Ok(ordering) => ordering.is_eq(),
+        Err(_) => subject == issuer,
+    };
+    let self_signed = same_name && leaf.verify(&leaf_key).unwrap_or(false);
+    let info = CertificateInfo {
+        subject,
+        issuer,
+        thumbprint: Thumbprint(thumb),
+        not_before: asn1_to_datetime(leaf.not_before()).map_err(CertificateError::InvalidPkcs12)?,
+        not_after: asn1_to_datetime(leaf.not_after()).map_err(CertificateError::InvalidPkcs12)?,
+        self_signed,
+        key_algorithm: key_algorithm(&key),
+    };
+    Ok(Certificate {
+        id,
+        info,
+        leaf,
+        chain,
+        key,
+    })
+}
+
+/// Formats a distinguished name as `"CN=client-1, O=Contoso"`: the entries in certificate
+/// order, each `SHORTNAME=value` (dotted OID when the attribute has no short name), joined
+/// by `", "`. The characters `,+"\<>;` in values are escaped with a backslash (RFC 4514).
+pub fn format_name(name: &X509NameRef) -> String {
+    let mut out = String::new();
+    for entry in name.entries() {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let object = entry.object();
+        match object.nid().short_name() {
+            Ok(short) if object.nid() != Nid::UNDEF => out.push_str(short),
+            _ => out.push_str(&object.to_string()),
+        }
+        out.push('=');
+        match entry.data().as_utf8() {
+            Ok(value) => {
+                for c in value.chars() {
+                    if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+            }
+            Err(_) => {
+                out.push('#');
+                out.push_str(&hex::encode(entry.data().as_slice()));
+            }
+        }
+    }
+    out
+}
+
+/// Describes a key as "RSA-2048", "EC-P256", "EC-P384", "EC-P521", "Ed25519", ...
+pub fn key_algorithm<T: HasPublic>(key: &PKeyRef<T>) -> String {
+    let id = key.id();
+    if id == Id::RSA || id == Id::RSAPSS {
+        format!("RSA-{}", key.bits())
+    } else if id == Id::EC {
+        let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
+        match curve {
+            Some(Nid::X9_62_PRIME256V1) => "EC-P256".to_owned(),
+            Some(Nid::SECP384R1) => "EC-P384".to_owned(),
+            Some(Nid::SECP521R1) => "EC-P521".to_owned(),
+            Some(other) => format!("EC-{}", other.short_name().unwrap_or("unknown")),
+            None => "EC".to_owned(),
+        }
+    } else if id == Id::ED25519 {
+        "Ed25519".to_owned()
+    } else if id == Id::ED448 {
+        "Ed448".to_owned()
+    } else if id == Id::DSA {
+        format!("DSA-{}", key.bits())
+    } else {
+        "unknown".to_owned()
+    }
+}
+
+/// Converts an ASN.1 time to a UTC [`OffsetDateTime`].
+pub fn asn1_to_datetime(t: &Asn1TimeRef) -> Result<OffsetDateTime, String> {
+    let epoch = Asn1Time::from_unix(0).map_err(|e| reasons(&e))?;
+    let diff = epoch.diff(t).map_err(|e| reasons(&e))?;
+    let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
+    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| "certificate time out of range".to_owned())
+}
+
+/// Maps a BoringSSL error stack from PKCS#12 parsing to a [`CertificateError`].
+/// A wrong password is recognised by its reason string and never reported as
+/// `InvalidPkcs12`.
+fn classify(stack: &ErrorStack) -> CertificateError {
+    let wrong_password = stack.errors().iter().any(|e| {
+        e.reason().is_some_and(|r| {
+            let r = r.to_ascii_uppercase();
+            // INCORRECT_PASSWORD: the MAC did not verify. BAD_DECRYPT: a file without a
+            // MAC whose encrypted parts do not decrypt under this password.
+            r.contains("INCORRECT_PASSWORD") || r.contains("BAD_DECRYPT")
+        })
+    });
+    if wrong_password {
+        CertificateError::WrongPassword
+    } else {
+        CertificateError::InvalidPkcs12(reasons(stack))
+    }
+}
+
+/// The reason strings of an error stack, for messages (they never carry secrets).
+fn reasons(stack: &ErrorStack) -> String {
+    let list: Vec<&str> = stack.errors().iter().filter_map(|e| e.reason()).collect();
+    if list.is_empty() {
+        "unreadable data".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// The at-rest form of a certificate: the chain in DER (public), and the private key as
+/// PKCS#8 DER sealed with AES-256-GCM under the master key (random 12-byte nonce, the
+/// certificate id as associated data). Nothing else private is stored.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoredCertificate {
+    /// Record format version (1).
+    pub version: u32,
+    /// Base64 DER certificates, leaf first, then the chain in order.
+    pub certificates: Vec<String>,
+    /// Base64 of the 12-byte GCM nonce.
+    pub key_nonce: String,
+    /// Base64 of the sealed PKCS#8 key: ciphertext followed by the 16-byte tag.
+    pub sealed_key: String,
+}
+
+impl fmt::Debug for StoredCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCertificate")
+            .field("version", &self.version)
+            .field("certificates", &self.certificates.len())
+            .field("sealed_key", &"<sealed>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredCertificate {
+    /// Seals a certificate for storage.
+    pub fn seal(cert: &Certificate, master_key: &MasterKey) -> Result<Self, StoreError> {
+        let crypto = |e: ErrorStack| StoreError::Crypto(format!("encoding a certificate: {e}"));
+        let mut certificates = vec![BASE64.encode(cert.leaf.to_der().map_err(crypto)?)];
+        for c in &cert.chain {
+            certificates.push(BASE64.encode(c.to_der().map_err(crypto)?));
+        }
+        let mut pkcs8 = cert.key.private_key_to_der_pkcs8().map_err(crypto)?;
+        let sealed = master_key.seal(cert.id.as_str().as_bytes(), &pkcs8);
+        pkcs8.fill(0);
+        let (nonce, sealed_key) = sealed?;
+        Ok(Self {
+            version: 1,
+            certificates,
+            key_nonce: BASE64.encode(nonce),
+            sealed_key: BASE64.encode(sealed_key),
+        })
+    }
+
+    /// Opens a stored record back into a [`Certificate`] (no expiry check).
+    pub fn open(&self, id: ResourceId, master_key: &MasterKey) -> Result<Certificate, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("certificate {id}: {what}"));
+        if self.version != 1 {
+            return Err(corrupt("unknown record version"));
+        }
+        let mut ders = Vec::with_capacity(self.certificates.len());
+        for c in &self.certificates {
+            let der = BASE64.decode(c).map_err(|_| corrupt("bad base64"))?;
+            ders.push(X509::from_der(&der).map_err(|_| corrupt("bad certificate DER"))?);
+        }
+        if ders.is_empty() {
+            return Err(corrupt("no certificate"));
+        }
+        let leaf = ders.remove(0);
+        let nonce = BASE64
+            .decode(&self.key_nonce)
+            .map_err(|_| corrupt("bad nonce"))?;
+        let sealed = BASE64
+            .decode(&self.sealed_key)
+            .map_err(|_| corrupt("bad sealed key"))?;
+        let mut pkcs8 = master_key
+            .open(id.as_str().as_bytes(), &nonce, &sealed)
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let key = PKey::private_key_from_pkcs8(&pkcs8);
+        pkcs8.fill(0);
+        let key = key.map_err(|_| corrupt("bad private key"))?;
+        certificate_from_parts(id.clone(), leaf, ders, key).map_err(|e| corrupt(&e.to_string()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// A temp dir removed on drop.
+    pub(crate) struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> Self {
+            let mut bytes = [0u8; 8];
+            boring::rand::rand_bytes(&mut bytes).unwrap();
+            let p = std::env::temp_dir().join(format!("edgegw-{tag}-{}", hex::encode(bytes)));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Test PKCS#12 files made with the openssl CLI.
+    pub(crate) struct Fixtures {
+        pub dir: TempDir,
+    }
+
+    impl Fixtures {
+        pub(crate) fn new() -> Self {
+            let dir = TempDir::new("p12");
+            let d = dir.path();
+            // Self-signed RSA-2048.
+            openssl(
+                d,
+                &[
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsa.key",
+                    "-out", "rsa.pem", "-subj", "/CN=client-1/O=Contoso", "-days", "30",
+                ],
+            );
+            // A CA and an EC P-256 leaf it signs.
+            openssl(
+                d,
+                &[
+                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384",
+                    "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj",
+                    "/CN=Test CA/O=Contoso", "-days", "30",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", "ec.key", "-out", "ec.csr", "-subj", "/CN=client-2/O=Contoso",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "x509", "-req", "-in", "ec.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-out", "ec.pem", "-days", "30",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", "ed.key", "-out",
+                    "ed.pem", "-subj", "/CN=client-3", "-days", "30",
+                ],
+            );
+            // Modern (OpenSSL 3 default: AES-256-CBC + PBKDF2, SHA-256 MAC).
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-in", "rsa.pem", "-inkey", "rsa.key", "-passout",
+                    "pass:s3cret-Pa55", "-out", "modern.p12",
+                ],
+            );
+            // Legacy (RC2 + 3DES, SHA-1 MAC).
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-legacy", "-in", "rsa.pem", "-inkey", "rsa.key",
+                    "-passout", "pass:s3cret-Pa55", "-out", "legacy.p12",
+                ],
+            );
+            // EC leaf with its CA in the chain, empty password.
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-in", "ec.pem", "-inkey", "ec.key", "-certfile",
+                    "ca.pem", "-passout", "pass:", "-out", "chain.p12",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-in", "ed.pem", "-inkey", "ed.key", "-passout",
+                    "pass:pw", "-out", "ed.p12",
+                ],
+            );
+            // Certificate only.
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-nokeys", "-in", "rsa.pem", "-passout", "pass:pw",
+                    "-out", "nokey.p12",
+                ],
+            );
+            // Key bag and certificate bag that do not belong together (EC key, RSA cert;
+            // and RSA key, another RSA cert); and a key alone.
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-nocerts", "-inkey", "ec.key", "-certfile", "rsa.pem",
+                    "-passout", "pass:pw", "-out", "mismatch.p12",
+                ],
+            );
+            openssl(d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa2.key"]);
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-nocerts", "-inkey", "rsa2.key", "-certfile", "rsa.pem",
+                    "-passout", "pass:pw", "-out", "mismatch-rsa.p12",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-nocerts", "-inkey", "rsa2.key", "-passout", "pass:pw",
+                    "-out", "keyonly.p12",
+                ],
+            );
+            // An expired certificate (2001-2004), made with BoringSSL, packed by the CLI.
+            let key = PKey::private_key_from_pem(&std::fs::read(d.join("rsa.key")).unwrap()).unwrap();
+            let mut b = boring::x509::X509Builder::new().unwrap();
+            let mut name = boring::x509::X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", "old").unwrap();
+            let name = name.build();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(&key).unwrap();
+            b.set_not_before(&Asn1Time::from_unix(1_000_000_000).unwrap()).unwrap();
+            b.set_not_after(&Asn1Time::from_unix(1_100_000_000).unwrap()).unwrap();
+            b.sign(&key, MessageDigest::sha256()).unwrap();
+            std::fs::write(d.join("old.pem"), b.build().to_pem().unwrap()).unwrap();
+            openssl(
+                d,
+                &[
+                    "pkcs12", "-export", "-in", "old.pem", "-inkey", "rsa.key", "-passout",
+                    "pass:pw", "-out", "old.p12",
+                ],
+            );
+            Self { dir }
+        }
+
+        pub(crate) fn read(&self, name: &str) -> Vec<u8> {
+            std::fs::read(self.dir.path().join(name)).unwrap()
+        }
+
+        pub(crate) fn pem_cert(&self, name: &str) -> X509 {
+            X509::from_pem(&self.read(name)).unwrap()
+        }
+
+        pub(crate) fn pem_key(&self, name: &str) -> PKey<Private> {
+            PKey::private_key_from_pem(&self.read(name)).unwrap()
+        }
+
+        /// Bundles whose key belongs to another certificate: the openssl CLI refuses
+        /// `-in cert -inkey other.key`, but `-nocerts -inkey K -certfile C` writes one.
+        pub(crate) fn mismatched(&self) -> Vec<u8> {
+            self.read("mismatch.p12")
+        }
+    }
+
+    fn id(s: &str) -> ResourceId {
+        ResourceId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn modern_legacy_chain_and_ed25519_parse() {
+        let f = Fixtures::new();
+        for name in ["modern.p12", "legacy.p12"] {
+            let c = parse_pkcs12(id("c1"), &f.read(name), "s3cret-Pa55").unwrap();
+            assert_eq!(c.info.subject, "CN=client-1, O=Contoso");
+            assert_eq!(c.info.issuer, "CN=client-1, O=Contoso");
+            assert!(c.info.self_signed);
+            assert_eq!(c.info.key_algorithm, "RSA-2048");
+            assert!(c.chain.is_empty());
+            let leaf = f.pem_cert("rsa.pem");
+            let sha1 = leaf.digest(MessageDigest::sha1()).unwrap();
+            assert_eq!(c.info.thumbprint.0.as_slice(), &sha1[..]);
+            assert_eq!(c.info.thumbprint.to_string().len(), 40);
+            assert!(c.info.not_before < c.info.not_after);
+            let days = (c.info.not_after - c.info.not_before).whole_days();
+            assert_eq!(days, 30);
+            assert_eq!(c.info.not_after.offset(), time::UtcOffset::UTC);
+        }
+        let c = parse_pkcs12(id("c2"), &f.read("chain.p12"), "").unwrap();
+        assert_eq!(c.info.subject, "CN=client-2, O=Contoso");
+        assert_eq!(c.info.issuer, "CN=Test CA, O=Contoso");
+        assert!(!c.info.self_signed);
+        assert_eq!(c.info.key_algorithm, "EC-P256");
+        assert_eq!(c.chain.len(), 1);
+        assert_eq!(format_name(c.chain[0].subject_name()), "CN=Test CA, O=Contoso");
+        assert_eq!(key_algorithm(&f.pem_key("ca.key")), "EC-P384");
+        let c = parse_pkcs12(id("c3"), &f.read("ed.p12"), "pw").unwrap();
+        assert_eq!(c.info.key_algorithm, "Ed25519");
+        assert_eq!(c.info.subject, "CN=client-3");
+        assert!(c.info.self_signed);
+    }
+
+    #[test]
+    fn wrong_password_is_never_invalid_pkcs12() {
+        let f = Fixtures::new();
+        for name in ["modern.p12", "legacy.p12", "chain.p12", "ed.p12", "nokey.p12"] {
+            for pw in ["wrong", "", "s3cret-Pa5", "pw\0x"] {
+                if (name == "chain.p12" && pw.is_empty()) || (name == "ed.p12" && pw == "pw") {
+                    continue;
+                }
+                let err = parse_pkcs12(id("x"), &f.read(name), pw).unwrap_err();
+                assert_eq!(err, CertificateError::WrongPassword, "{name} with {pw:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_key_mismatch_and_garbage() {
+        let f = Fixtures::new();
+        let err = parse_pkcs12(id("x"), &f.read("nokey.p12"), "pw").unwrap_err();
+        assert_eq!(err, CertificateError::MissingPrivateKey);
+        for name in ["mismatch.p12", "mismatch-rsa.p12"] {
+            let err = parse_pkcs12(id("x"), &f.read(name), "pw").unwrap_err();
+            assert_eq!(err, CertificateError::KeyMismatch, "{name}");
+            let err = parse_pkcs12(id("x"), &f.read(name), "wrong").unwrap_err();
+            assert_eq!(err, CertificateError::WrongPassword, "{name}");
+        }
+        let err = parse_pkcs12(id("x"), &f.read("keyonly.p12"), "pw").unwrap_err();
+        assert_eq!(err.code(), "InvalidPkcs12", "{err}");
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        for garbage in [&b""[..], b"hello", &f.read("rsa.pem")] {
+            let err = parse_pkcs12(id("x"), garbage, "pw").unwrap_err();
+            assert_eq!(err.code(), "InvalidPkcs12", "{err}");
+        }
+        // A truncated file is invalid, not a wrong password.
+        let modern = f.read("modern.p12");
+        let err = parse_pkcs12(id("x"), &modern[..modern.len() / 2], "s3cret-Pa55").unwrap_err();
+        assert_eq!(err.code(), "InvalidPkcs12", "{err}");
+    }
+
+    #[test]
+    fn expired_certificates_are_refused() {
+        let f = Fixtures::new();
+        let far = OffsetDateTime::now_utc() + time::Duration::days(365);
+        let err = parse_pkcs12_at(id("x"), &f.read("modern.p12"), "s3cret-Pa55", far).unwrap_err();
+        assert!(matches!(err, CertificateError::CertificateExpired { .. }));
+        assert_eq!(err.code(), "CertificateExpired");
+
+        let err = parse_pkcs12(id("x"), &f.read("old.p12"), "pw").unwrap_err();
+        assert_eq!(
+            err,
+            CertificateError::CertificateExpired {
+                not_after: OffsetDateTime::from_unix_timestamp(1_100_000_000).unwrap()
+            }
+        );
+        assert!(err.to_string().contains("2004-11-09T11:33:20Z"), "{err}");
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_hides_the_key() {
+        let f = Fixtures::new();
+        let mk = MasterKey::from_bytes([7u8; 32]);
+        let c = parse_pkcs12(id("c2"), &f.read("chain.p12"), "").unwrap();
+        let stored = StoredCertificate::seal(&c, &mk).unwrap();
+        let json = serde_json::to_vec(&stored).unwrap();
+        let pkcs8 = c.key.private_key_to_der_pkcs8().unwrap();
+        let raw_key = c.key.ec_key().unwrap().private_key().to_vec();
+        for secret in [&pkcs8[..], &raw_key[..]] {
+            assert!(!contains(&json, secret));
+            assert!(!contains(&json, BASE64.encode(secret).as_bytes()));
+        }
+        let back: StoredCertificate = serde_json::from_slice(&json).unwrap();
+        let opened = back.open(id("c2"), &mk).unwrap();
+        assert_eq!(opened.info, c.info);
+        assert_eq!(opened.chain.len(), 1);
+        assert!(opened.key.public_eq(&c.key));
+        // Another id (AAD) or another key does not open it.
+        assert!(back.open(id("other"), &mk).is_err());
+        assert!(back.open(id("c2"), &MasterKey::from_bytes([8u8; 32])).is_err());
+        assert!(!format!("{stored:?}").contains(&stored.sealed_key));
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_secrets() {
+        let f = Fixtures::new();
+        let c = parse_pkcs12(id("c1"), &f.read("modern.p12"), "s3cret-Pa55").unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret-Pa55"));
+        let pkcs8 = c.key.private_key_to_der_pkcs8().unwrap();
+        assert!(!debug.contains(&hex::encode(&pkcs8[pkcs8.len() - 16..])));
+        for pw in ["s3cret-Pa55x", "s3cret-Pa55"] {
+            for data in [f.read("modern.p12"), f.read("nokey.p12"), f.mismatched()] {
+                if let Err(e) = parse_pkcs12(id("c1"), &data, pw) {
+                    assert!(!e.to_string().contains("s3cret"), "{e}");
+                    assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_pkcs12_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512), pw in ".{0,12}") {
+            let _ = parse_pkcs12(id("p"), &data, &pw);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! API policies: the subset of Azure API Management's policy XML that edgegw supports
+//! (contract §3), parsed with quick-xml into a [`Policy`].
+//!
+//! Supported: root `<policies>`; sections `inbound`, `backend`, `outbound`, `on-error`
+//! (each optional, at most once); `<base />` in any section; one
+//! `<authentication-certificate certificate-id="..."/>` or `thumbprint="..."` in `inbound`.
+//! Anything else is refused with a message naming the element (or attribute) and where it
+//! is; malformed XML is refused with the line and column of the fault.
+
+use std::fmt;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+use super::{CertificateRef, Policy, ResourceId, Thumbprint};
+
+/// The policy returned for an API that has none: every section with just `<base />`.
+pub const EMPTY_POLICY: &str = "<policies>\n  <inbound>\n    <base />\n  </inbound>\n  \
+<backend>\n    <base />\n  </backend>\n  <outbound>\n    <base />\n  </outbound>\n  \
+<on-error>\n    <base />\n  </on-error>\n</policies>\n";
+
+/// A refused policy (contract code `InvalidPolicy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// One sentence for a person, naming the line and column and what is wrong.
+    pub message: String,
+    /// 1-based line of the fault.
+    pub line: usize,
+    /// 1-based column (in characters) of the fault.
+    pub column: usize,
+}
+
+impl PolicyError {
+    /// The contract error code.
+    pub fn code(&self) -> &'static str {
+        "InvalidPolicy"
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+const SECTIONS: [&str; 4] = ["inbound", "backend", "outbound", "on-error"];
+
+/// Parses a policy document. The XML is kept as given in [`Policy::xml`].
+pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
+    let mut reader = Reader::from_str(xml);
+    // Whitespace is checked here (so every event's start offset is exact); end names are
+    // checked by quick-xml.
+    let config = reader.config_mut();
+    config.trim_text(false);
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+
+    let err_at = |pos: u64, what: String| {
+        let (line, column) = line_column(xml, pos);
+        PolicyError {
+            message: format!("The policy XML is not valid at line {line}, column {column}: {what}."),
+            line,
+            column,
+        }
+    };
+
+    // Open elements, outermost first.
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen_root = false;
+    let mut seen_sections: Vec<String> = Vec::new();
+    let mut certificate: Option<CertificateRef> = None;
+
+    loop {
+        let start = reader.buffer_position();
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(e) => {
+                return Err(err_at(reader.error_position(), format!("malformed XML ({e})")));
+            }
+        };
+        match event {
+            Event::Eof => break,
+            Event::Decl(_) | Event::Comment(_) => {}
+            Event::PI(_) => return Err(err_at(start, "processing instructions are not supported".into())),
+            Event::DocType(_) => return Err(err_at(start, "a DOCTYPE is not allowed".into())),
+            Event::Text(t) => {
+                if !t.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Err(err_at(start, text_error(&stack)));
+                }
+            }
+            Event::CData(_) => return Err(err_at(start, text_error(&stack))),
+            Event::End(_) => {
+                stack.pop();
+            }
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                match stack.len() {
+                    0 => {
+                        if seen_root {
+                            return Err(err_at(
+                                start,
+                                format!("element <{name}> follows the root element"),
+                            ));
+                        }
+                        if name != "policies" {
+                            return Err(err_at(
+                                start,
+                                format!("the root element must be <policies>, not <{name}>"),
+                            ));
+                        }
+                        seen_root = true;
+                        no_attributes(e, &name).map_err(|m| err_at(start, m))?;
+                    }
+                    1 => {
+                        if !SECTIONS.contains(&name.as_str()) {
+                            return Err(err_at(
+                                start,
+                                format!("element <{name}> is not supported in <policies> (supported: <inbound>, <backend>, <outbound>, <on-error>)"),
+                            ));
+                        }
+                        if seen_sections.contains(&name) {
+                            return Err(err_at(start, format!("section <{name}> appears twice")));
+                        }
+                        seen_sections.push(name.clone());
+                        no_attributes(e, &name).map_err(|m| err_at(start, m))?;
+                    }
+                    2 => {
+                        let section = stack[1].as_str();
+                        match name.as_str() {
+                            "base" => no_attributes(e, &name).map_err(|m| err_at(start, m))?,
+                            "authentication-certificate" if section == "inbound" => {
+                                if certificate.is_some() {
+                                    return Err(err_at(
+                                        start,
+                                        "<authentication-certificate> appears twice".into(),
+                                    ));
+                                }
+                                certificate =
+                                    Some(authentication_certificate(e).map_err(|m| err_at(start, m))?);
+                            }
+                            "authentication-certificate" => {
+                                return Err(err_at(
+                                    start,
+                                    format!("<authentication-certificate> is only supported in <inbound>, not in <{section}>"),
+                                ));
+                            }
+                            _ => {
+                                return Err(err_at(
+                                    start,
+                                    format!("element <{name}> is not supported (in <{section}>, only <base /> and, in <inbound>, <authentication-certificate> are)"),
+                                ));
+                            }
+                        }
+                    }
+                    _ => {
+                        let parent = stack.last().map(String::as_str).unwrap_or_default();
+                        return Err(err_at(
+                            start,
+                            format!("element <{name}> is not supported inside <{parent}>"),
+                        ));
+                    }
+                }
+                if !is_empty {
+                    stack.push(name);
+                }
+            }
+        }
+    }
+    let end = reader.buffer_position();
+    if let Some(open) = stack.last() {
+        return Err(err_at(end, format!("the document ends before <{open}> is closed")));
+    }
+    if !seen_root {
+        return Err(err_at(end, "the document has no <policies> element".into()));
+    }
+    Ok(Policy {
+        xml: xml.to_owned(),
+        authentication_certificate: certificate,
+    })
+}
+
+fn text_error(stack: &[String]) -> String {
+    match stack.last() {
+        Some(parent) => format!("text is not allowed inside <{parent}>"),
+        None => "text is not allowed outside the root element".to_owned(),
+    }
+}
+
+fn no_attributes(e: &BytesStart<'_>, element: &str) -> Result<(), String> {
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| format!("malformed attribute on <{element}> ({err})"))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        return Err(format!("attribute '{key}' is not supported on <{element}>"));
+    }
+    Ok(())
+}
+
+fn authentication_certificate(e: &BytesStart<'_>) -> Result<CertificateRef, String> {
+    const ELEMENT: &str = "authentication-certificate";
+    let mut found: Option<CertificateRef> = None;
+    for attr in e.attributes() {
+        let attr = attr.map_err(|err| format!("malformed attribute on <{ELEMENT}> ({err})"))?;
+        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        let value = attr
+            .unescape_value()
+            .map_err(|err| format!("attribute '{key}' on <{ELEMENT}> is malformed ({err})"))?;
+        let parsed = match key.as_str() {
+            "certificate-id" => CertificateRef::Id(ResourceId::parse(&value).map_err(|_| {
+                format!("certificate-id \"{value}\" is not a valid id (1 to 80 characters of A-Z a-z 0-9 . _ -)")
+            })?),
+            "thumbprint" => CertificateRef::Thumbprint(Thumbprint::parse(&value).ok_or_else(|| {
+                format!("thumbprint \"{value}\" is not 40 hexadecimal characters")
+            })?),
+            other => {
+                return Err(format!(
+                    "attribute '{other}' is not supported on <{ELEMENT}> (use certificate-id or thumbprint)"
+                ))
+            }
+        };
+        if found.is_some() {
+            return Err(format!(
+                "<{ELEMENT}> takes exactly one of certificate-id and thumbprint"
+            ));
+        }
+        found = Some(parsed);
+    }
+    found.ok_or_else(|| format!("<{ELEMENT}> needs a certificate-id or a thumbprint attribute"))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, pos: u64) -> (usize, usize) {
+    let pos = usize::try_from(pos).unwrap_or(usize::MAX).min(text.len());
+    let before = &text.as_bytes()[..pos];
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    // Count characters, not bytes: skip UTF-8 continuation bytes.
+    let column = 1 + before[line_start..]
+        .iter()
+        .filter(|&&b| (b & 0xC0) != 0x80)
+        .count();
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"<policies>
+  <inbound><base /><authentication-certificate certificate-id="client-1" /></inbound>
+  <backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error>
+</policies>"#;
+
+    #[test]
+    fn accepts_the_contract_example_and_keeps_xml() {
+        let p = parse_policy(FULL).unwrap();
+        assert_eq!(p.xml, FULL);
+        assert_eq!(
+            p.authentication_certificate,
+            Some(CertificateRef::Id(ResourceId::parse("client-1").unwrap()))
+        );
+        let p = parse_policy(EMPTY_POLICY).unwrap();
+        assert_eq!(p.authentication_certificate, None);
+        let t = "ab".repeat(20);
+        let xml = format!(
+            "<?xml version=\"1.0\"?>\n<!-- c --><policies><inbound><authentication-certificate thumbprint='{t}'/></inbound></policies>"
+        );
+        let p = parse_policy(&xml).unwrap();
+        assert_eq!(p.authentication_certificate, Some(CertificateRef::Thumbprint(Thumbprint([0xab; 20]))));
+        for ok in ["<policies/>", "<policies></policies>", "<policies><inbound></inbound></policies>", "<policies><backend><base></base></backend></policies>\n"] {
+            assert!(parse_policy(ok).is_ok(), "{ok}");
+        }
+    }
+
+    fn err(xml: &str) -> PolicyError {
+        let e = parse_policy(xml).unwrap_err();
+        assert_eq!(e.code(), "InvalidPolicy");
+        e
+    }
+
+    #[test]
+    fn unsupported_elements_are_named() {
+        let e = err("<policies>\n  <inbound>\n    <rate-limit calls=\"1\" />\n  </inbound>\n</policies>");
+        assert!(e.message.contains("<rate-limit>"), "{}", e.message);
+        assert_eq!((e.line, e.column), (3, 5));
+        assert!(e.message.contains("line 3, column 5"), "{}", e.message);
+        let e = err("<policies><foo/></policies>");
+        assert!(e.message.contains("<foo>"));
+        let e = err("<policy/>");
+        assert!(e.message.contains("<policy>"));
+        let e = err("<policies><inbound/><inbound/></policies>");
+        assert!(e.message.contains("twice"));
+        let e = err("<policies><backend><authentication-certificate certificate-id=\"a\"/></backend></policies>");
+        assert!(e.message.contains("only supported in <inbound>"), "{}", e.message);
+        let e = err("<policies><inbound><base><x/></base></inbound></policies>");
+        assert!(e.message.contains("<x>"));
+        let e = err("<policies>hello</policies>");
+        assert!(e.message.contains("text"));
+        let e = err("<policies/><policies/>");
+        assert!(e.message.contains("follows the root"));
+        let e = err("<policies><inbound a=\"1\"/></policies>");
+        assert!(e.message.contains("'a'"));
+        let e = err("<!DOCTYPE x [<!ENTITY a \"b\">]><policies/>");
+        assert!(e.message.contains("DOCTYPE"));
+    }
+
+    #[test]
+    fn authentication_certificate_rules() {
+        let wrap = |inner: &str| format!("<policies><inbound>{inner}</inbound></policies>");
+        let t = "AB".repeat(20);
+        for bad in [
+            "<authentication-certificate/>".to_owned(),
+            format!("<authentication-certificate certificate-id=\"a\" thumbprint=\"{t}\"/>"),
+            "<authentication-certificate thumbprint=\"xyz\"/>".to_owned(),
+            "<authentication-certificate certificate-id=\"a b\"/>".to_owned(),
+            "<authentication-certificate certificate-id=\"a\" password=\"p\"/>".to_owned(),
+            "<authentication-certificate certificate-id=\"a\"/><authentication-certificate certificate-id=\"b\"/>".to_owned(),
+            "<authentication-certificate certificate-id=\"a\"><base/></authentication-certificate>".to_owned(),
+            "<authentication-certificate certificate-id=\"&bogus;\"/>".to_owned(),
+        ] {
+            err(&wrap(&bad));
+        }
+        let p = parse_policy(&wrap("<authentication-certificate certificate-id=\"a&#46;b\"/>")).unwrap();
+        assert_eq!(p.authentication_certificate, Some(CertificateRef::Id(ResourceId::parse("a.b").unwrap())));
+    }
+
+    #[test]
+    fn malformed_xml_names_line_and_column() {
+        for (xml, line) in [
+            ("<policies>\n<inbound>\n</outbound>\n</policies>", 3),
+            ("<policies>\n  <inbound", 2),
+            ("<policies>\n<inbound>", 2),
+            ("", 1),
+            ("\n\n<policies><inbound attr=></inbound></policies>", 3),
+        ] {
+            let e = err(xml);
+            assert_eq!(e.line, line, "{xml:?}: {}", e.message);
+            assert!(e.message.contains(&format!("line {line}, column")), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn line_column_counts_characters() {
+        assert_eq!(line_column("ab\ncdé f", 8), (2, 5));
+        assert_eq!(line_column("abc", 99), (1, 4));
+        assert_eq!(line_column("", 0), (1, 1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            let _ = parse_policy(&s);
+        }
+
+        #[test]
+        fn never_panics_on_xmlish(s in "(<|>|/|policies|inbound|base|authentication-certificate| |=|\"|certificate-id|thumbprint|a|&|;|!--|\\?|\n){0,40}") {
+            if let Err(e) = parse_policy(&s) {
+                assert!(e.line >= 1 && e.column >= 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Upstream TLS: one client context per (client certificate, validation flags), the
+//! per-connection settings (SNI, name checks, session to resume), and the mapping of a failed
+//! handshake to the contract's `BackendTlsError` reasons.
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use boring::ssl::{
+    Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode,
+    SslVersion,
+};
+use boring::x509::X509VerifyError;
+
+use crate::model::Certificate;
+
+/// Why the TLS connection to a backend failed (contract §4, `details[].reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TlsFailure {
+    UntrustedChain,
+    NameMismatch,
+    Expired,
+    ClientCertificateRejected,
+    HandshakeFailed,
+}
+
+impl TlsFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::UntrustedChain => "UntrustedChain",
+            TlsFailure::NameMismatch => "NameMismatch",
+            TlsFailure::Expired => "Expired",
+            TlsFailure::ClientCertificateRejected => "ClientCertificateRejected",
+            TlsFailure::HandshakeFailed => "HandshakeFailed",
+        }
+    }
+}
+
+/// Alerts a server sends when it does not accept the client certificate it got (or got none).
+const CLIENT_CERT_ALERTS: &[&str] = &[
+    "CERTIFICATE_REQUIRED",
+    "BAD_CERTIFICATE",
+    "UNKNOWN_CA",
+    "CERTIFICATE_UNKNOWN",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_REVOKED",
+    "UNSUPPORTED_CERTIFICATE",
+    "ACCESS_DENIED",
+];
+
+/// True when an error text names an alert by which the backend refused our certificate.
+pub fn names_client_certificate_alert(text: &str) -> bool {
+    CLIENT_CERT_ALERTS.iter().any(|alert| text.contains(alert))
+}
+
+/// Classifies a failed upstream TLS operation: first our own verdict on the backend's
+/// certificate, then the alert the backend sent.
+pub fn classify_failure(ssl: &SslRef, error: &boring::ssl::Error) -> TlsFailure {
+    if let Err(verdict) = ssl.verify_result() {
+        return match verdict {
+            X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH => {
+                TlsFailure::NameMismatch
+            }
+            X509VerifyError::CERT_HAS_EXPIRED | X509VerifyError::CERT_NOT_YET_VALID => {
+                TlsFailure::Expired
+            }
+            _ => TlsFailure::UntrustedChain,
+        };
+    }
+    let rejected = error.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|e| e.reason().is_some_and(names_client_certificate_alert))
+    });
+    if rejected {
+        TlsFailure::ClientCertificateRejected
+    } else {
+        TlsFailure::HandshakeFailed
+    }
+}
+
+/// Where a connection parks the newest session ticket the backend sent, until the pool
+/// moves it into its session cache.
+fn session_slot() -> boring::ex_data::Index<Ssl, Option<SslSession>> {
+    static INDEX: OnceLock<boring::ex_data::Index<Ssl, Option<SslSession>>> = OnceLock::new();
+    *INDEX.get_or_init(|| {
+        // An ex-data index can only fail to be allocated on memory exhaustion.
+        #[allow(clippy::expect_used)]
+        Ssl::new_ex_index().expect("allocating an SSL ex-data index")
+    })
+}
+
+/// Takes the newest session ticket the backend sent on this connection, if any.
+pub fn take_new_session(ssl: &mut SslRef) -> Option<SslSession> {
+    ssl.ex_data_mut(session_slot()).and_then(Option::take)
+}
+
+/// Builds the client context for one certificate and pair of validation flags.
+pub fn build_context(
+    certificate: Option<&Certificate>,
+    validate_chain: bool,
+    validate_name: bool,
+) -> Result<SslContext, boring::error::ErrorStack> {
+    let mut builder = SslContext::builder(SslMethod::tls())?;
+    builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+    builder.set_alpn_protos(b"\x08http/1.1")?;
+    builder.set_default_verify_paths()?;
+    if validate_chain || validate_name {
+        builder.set_verify_callback(SslVerifyMode::PEER, move |preverified, ctx| {
+            if preverified || validate_chain {
+                return preverified;
+            }
+            // Chain validation is off: only a name mismatch still fails the handshake.
+            !matches!(
+                ctx.verify_result(),
+                Err(X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH)
+            )
+        });
+    } else {
+        builder.set_verify(SslVerifyMode::NONE);
+    }
+    if let Some(cert) = certificate {
+        builder.set_certificate(&cert.leaf)?;
+        builder.set_private_key(&cert.key)?;
+        for intermediate in &cert.chain {
+            builder.add_extra_chain_cert(intermediate.clone())?;
+        }
+    }
+    // Resumption: BoringSSL hands every new session (TLS 1.3 tickets arrive after the
+    // handshake) to this callback; the connection keeps it until the pool stores it.
+    builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+    let slot = session_slot();
+    builder.set_new_session_callback(move |ssl, session| {
+        ssl.set_ex_data(slot, Some(session));
+    });
+    Ok(builder.build())
+}
+
+/// Per-connection settings: SNI for names, the name to verify, the session to resume.
+pub fn new_connection(
+    context: &SslContext,
+    host: &str,
+    validate_name: bool,
+    session: Option<&SslSession>,
+) -> Result<Ssl, boring::error::ErrorStack> {
+    let mut ssl = Ssl::new(context)?;
+    let ip = host.parse::<IpAddr>().ok();
+    if ip.is_none() {
+        ssl.set_hostname(host)?;
+    }
+    if validate_name {
+        match ip {
+            Some(ip) => ssl.param_mut().set_ip(ip)?,
+            None => ssl.param_mut().set_host(host)?,
+        }
+    }
+    if let Some(session) = session {
+        // SAFETY: the pool keys sessions by everything that shapes this context (address,
+        // SNI, certificate thumbprint, validation flags), and contexts for one key are the
+        // same object for as long as that key's binding lasts, so the session belongs to an
+        // equivalent context.
+        unsafe { ssl.set_session(session)? };
+    }
+    Ok(ssl)
+}

@@ -1,0 +1,158 @@
+//! The downstream TLS context: one `SslAcceptor` shared by every worker (so session tickets
+//! issued by one worker resume on any other), its certificate, groups and ticket keys.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use boring::asn1::Asn1Time;
+use boring::bn::{BigNum, MsbOption};
+use boring::ec::{EcGroup, EcKey};
+use boring::hash::MessageDigest;
+use boring::nid::Nid;
+use boring::pkey::{PKey, Private};
+use boring::ssl::{
+    select_next_proto, AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVersion,
+};
+use boring::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use boring::x509::{X509NameBuilder, X509};
+
+use super::tickets::TicketKeys;
+
+/// What the listener's TLS needs from the configuration.
+pub struct ServerTlsSettings<'a> {
+    pub certificate: Option<&'a Path>,
+    pub private_key: Option<&'a Path>,
+    pub data_dir: &'a Path,
+    pub session_tickets: bool,
+    pub key_exchange_groups: &'a [String],
+}
+
+#[derive(Debug)]
+pub struct ServerTlsError(pub String);
+
+impl std::fmt::Display for ServerTlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerTlsError {}
+
+fn err(context: &str, e: impl std::fmt::Display) -> ServerTlsError {
+    ServerTlsError(format!("{context}: {e}"))
+}
+
+/// ALPN wire form of the one protocol we speak.
+const ALPN_HTTP11: &[u8] = b"\x08http/1.1";
+
+/// Builds the shared acceptor. Ticket keys are installed when tickets are on.
+pub fn build_acceptor(
+    settings: &ServerTlsSettings<'_>,
+    tickets: &TicketKeys,
+) -> Result<SslAcceptor, ServerTlsError> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+        .map_err(|e| err("creating the TLS context", e))?;
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| err("setting the TLS version", e))?;
+    let (cert_path, key_path) = match (settings.certificate, settings.private_key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
+        _ => ensure_self_signed(settings.data_dir)?,
+    };
+    builder
+        .set_certificate_chain_file(&cert_path)
+        .map_err(|e| err(&format!("loading listener.certificate {}", cert_path.display()), e))?;
+    builder
+        .set_private_key_file(&key_path, boring::ssl::SslFiletype::PEM)
+        .map_err(|e| err(&format!("loading listener.private_key {}", key_path.display()), e))?;
+    builder
+        .check_private_key()
+        .map_err(|e| err("listener.private_key does not match listener.certificate", e))?;
+    let groups = settings.key_exchange_groups.join(":");
+    builder
+        .set_curves_list(&groups)
+        .map_err(|e| err(&format!("listener.key_exchange_groups {groups:?}"), e))?;
+    builder.set_alpn_select_callback(|_, client| {
+        select_next_proto(ALPN_HTTP11, client).ok_or(AlpnError::NOACK)
+    });
+    if settings.session_tickets {
+        tickets.install(&mut builder);
+        // Tickets only: no server-side session cache shared across cores.
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    } else {
+        builder.set_options(SslOptions::NO_TICKET);
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    }
+    Ok(builder.build())
+}
+
+/// The generated listener certificate: made once into the data dir, reused afterwards.
+fn ensure_self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), ServerTlsError> {
+    let cert_path = data_dir.join("listener.crt");
+    let key_path = data_dir.join("listener.key");
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let key = generate_p256_key().map_err(|e| err("generating the listener key", e))?;
+    let cert = self_signed_cert(&key, "localhost")
+        .map_err(|e| err("generating the listener certificate", e))?;
+    let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| err("encoding the key", e))?;
+    let cert_pem = cert.to_pem().map_err(|e| err("encoding the certificate", e))?;
+    fs::create_dir_all(data_dir)
+        .map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
+    write_private(&key_path, &key_pem)
+        .map_err(|e| err(&format!("writing {}", key_path.display()), e))?;
+    fs::write(&cert_path, cert_pem)
+        .map_err(|e| err(&format!("writing {}", cert_path.display()), e))?;
+    tracing::info!(path = %cert_path.display(), "generated a self-signed P-256 listener certificate");
+    Ok((cert_path, key_path))
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn generate_p256_key() -> Result<PKey<Private>, boring::error::ErrorStack> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    PKey::from_ec_key(EcKey::generate(&group)?)
+}
+
+fn self_signed_cert(key: &PKey<Private>, host: &str) -> Result<X509, boring::error::ErrorStack> {
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", host)?;
+    let name = name.build();
+    let mut builder = X509::builder()?;
+    builder.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    builder.set_serial_number(&serial)?;
+    builder.set_subject_name(&name)?;
+    builder.set_issuer_name(&name)?;
+    builder.set_pubkey(key)?;
+    let not_before = Asn1Time::days_from_now(0)?;
+    let not_after = Asn1Time::days_from_now(825)?;
+    builder.set_not_before(&not_before)?;
+    builder.set_not_after(&not_after)?;
+    let constraints = BasicConstraints::new().build()?;
+    builder.append_extension(&constraints)?;
+    let san = SubjectAlternativeName::new()
+        .dns(host)
+        .ip("127.0.0.1")
+        .build(&builder.x509v3_context(None, None))?;
+    builder.append_extension(&san)?;
+    builder.sign(key, MessageDigest::sha256())?;
+    Ok(builder.build())
+}

@@ -1,0 +1,253 @@
+//! `TlsStream`: BoringSSL over a monoio socket without giving up owned-buffer I/O.
+//!
+//! No crate joins monoio and boring, and boring's `SslStream` wants a blocking `Read + Write`.
+//! So BoringSSL here talks to two in-memory buffers (`MemoryTransport`), and every byte that
+//! crosses the socket moves through monoio's owned-buffer calls (io_uring where available).
+//! A read hands our receive buffer to the kernel and BoringSSL decrypts from it; a write lets
+//! BoringSSL encrypt into the send buffer, which goes to the kernel in one call. The buffers
+//! are reused for the life of the connection, so the steady state allocates nothing.
+
+use std::io::{self, Read, Write};
+
+use boring::ssl::{ErrorCode, Ssl, SslRef, SslStream};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Receive buffer size: one maximum TLS record plus its header and overhead.
+const RECV_BUFFER: usize = 16 * 1024 + 512;
+
+/// BoringSSL's side of the connection: ciphertext in, ciphertext out.
+struct MemoryTransport {
+    incoming: Vec<u8>,
+    read_pos: usize,
+    outgoing: Vec<u8>,
+    /// The peer closed its side of the TCP connection.
+    eof: bool,
+}
+
+impl Read for MemoryTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = &self.incoming[self.read_pos..];
+        if available.is_empty() {
+            if self.eof {
+                return Ok(0);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.read_pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for MemoryTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.outgoing.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a TLS operation failed.
+#[derive(Debug)]
+pub enum TlsError {
+    /// The socket failed (reset, broken pipe, ...).
+    Io(io::Error),
+    /// The peer closed the TCP connection in the middle of the handshake or a record.
+    UnexpectedEof,
+    /// BoringSSL refused: the error stack says why (no key material is ever in it).
+    Ssl(boring::ssl::Error),
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Io(e) => write!(f, "socket error: {e}"),
+            TlsError::UnexpectedEof => f.write_str("peer closed the connection unexpectedly"),
+            TlsError::Ssl(e) => write!(f, "TLS error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl From<TlsError> for io::Error {
+    fn from(e: TlsError) -> Self {
+        match e {
+            TlsError::Io(e) => e,
+            TlsError::UnexpectedEof => io::ErrorKind::UnexpectedEof.into(),
+            TlsError::Ssl(e) => io::Error::other(e.to_string()),
+        }
+    }
+}
+
+/// A TLS connection over a monoio TCP socket.
+pub struct TlsStream {
+    tcp: TcpStream,
+    ssl: SslStream<MemoryTransport>,
+    is_server: bool,
+}
+
+impl TlsStream {
+    fn new(tcp: TcpStream, ssl: Ssl, is_server: bool) -> Result<Self, TlsError> {
+        let transport = MemoryTransport {
+            incoming: Vec::with_capacity(RECV_BUFFER),
+            read_pos: 0,
+            outgoing: Vec::with_capacity(RECV_BUFFER),
+            eof: false,
+        };
+        let ssl = SslStream::new(ssl, transport)
+            .map_err(|e| TlsError::Io(io::Error::other(e.to_string())))?;
+        Ok(Self { tcp, ssl, is_server })
+    }
+
+    /// Runs the server side of the handshake.
+    pub async fn accept(tcp: TcpStream, ssl: Ssl) -> Result<Self, TlsError> {
+        let mut stream = Self::new(tcp, ssl, true)?;
+        stream.handshake().await?;
+        Ok(stream)
+    }
+
+    /// A client connection whose handshake has not run yet (`ssl` carries SNI, session and
+    /// verification). Call `handshake`; on failure the stream still tells why (`ssl()`).
+    pub fn client(tcp: TcpStream, ssl: Ssl) -> Result<Self, TlsError> {
+        Self::new(tcp, ssl, false)
+    }
+
+    pub async fn handshake(&mut self) -> Result<(), TlsError> {
+        loop {
+            // SSL_accept / SSL_connect set the role on first call and resume afterwards.
+            let step = if self.is_server { self.ssl.accept() } else { self.ssl.connect() };
+            match step {
+                Ok(()) => return self.flush().await,
+                Err(e) => self.wait_for(e).await?,
+            }
+        }
+    }
+
+    /// Does what BoringSSL asked for before it can go on: send what it wrote, and read more.
+    async fn wait_for(&mut self, e: boring::ssl::Error) -> Result<(), TlsError> {
+        match e.code() {
+            ErrorCode::WANT_READ => {
+                self.flush().await?;
+                self.fill().await
+            }
+            ErrorCode::WANT_WRITE => self.flush().await,
+            ErrorCode::SYSCALL if self.ssl.get_ref().eof => Err(TlsError::UnexpectedEof),
+            _ => {
+                // A fatal alert for the peer may be waiting in the send buffer: try to deliver it.
+                let _ = self.flush().await;
+                Err(TlsError::Ssl(e))
+            }
+        }
+    }
+
+    /// Sends everything BoringSSL has written so far.
+    async fn flush(&mut self) -> Result<(), TlsError> {
+        let transport = self.ssl.get_mut();
+        if transport.outgoing.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut transport.outgoing);
+        let (result, mut buf) = self.tcp.write_all(buf).await;
+        buf.clear();
+        self.ssl.get_mut().outgoing = buf;
+        result.map(|_| ()).map_err(TlsError::Io)
+    }
+
+    /// Reads more ciphertext from the socket. BoringSSL only asks for more once it has taken
+    /// everything buffered, so the receive buffer is empty and can be handed to the kernel whole.
+    async fn fill(&mut self) -> Result<(), TlsError> {
+        let transport = self.ssl.get_mut();
+        if transport.eof {
+            return Err(TlsError::UnexpectedEof);
+        }
+        // Keep any unread bytes (defensive: the invariant above says there are none).
+        transport.incoming.drain(..transport.read_pos);
+        transport.read_pos = 0;
+        if !transport.incoming.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut transport.incoming);
+        let (result, buf) = self.tcp.read(buf).await;
+        let transport = self.ssl.get_mut();
+        transport.incoming = buf;
+        match result {
+            Ok(0) => {
+                transport.eof = true;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(TlsError::Io(e)),
+        }
+    }
+
+    /// Reads decrypted bytes; `Ok(0)` means the peer closed the connection cleanly
+    /// (close_notify) or, after a complete record, closed TCP.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, TlsError> {
+        loop {
+            match self.ssl.ssl_read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => return Ok(0),
+                Err(e) if e.code() == ErrorCode::SYSCALL && self.ssl.get_ref().eof => {
+                    // TCP closed without close_notify: many servers do this; the HTTP layer
+                    // decides whether the message was complete.
+                    return Ok(0);
+                }
+                Err(e) => self.wait_for(e).await?,
+            }
+        }
+    }
+
+    /// Encrypts and sends all of `data`.
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        self.buffer_write(data)?;
+        self.flush().await
+    }
+
+    /// Encrypts `data` into the send buffer without sending it yet; `flush_writes` sends.
+    /// Lets a caller join a response head and body into one socket write.
+    pub fn buffer_write(&mut self, mut data: &[u8]) -> Result<(), TlsError> {
+        while !data.is_empty() {
+            match self.ssl.ssl_write(data) {
+                Ok(n) => data = &data[n..],
+                // The memory transport never blocks, so any error here is fatal.
+                Err(e) => return Err(TlsError::Ssl(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends whatever `buffer_write` queued.
+    pub async fn flush_writes(&mut self) -> Result<(), TlsError> {
+        self.flush().await
+    }
+
+    /// Sends close_notify (best effort) and closes the socket.
+    pub async fn shutdown(mut self) {
+        let _ = self.ssl.shutdown();
+        let _ = self.flush().await;
+    }
+
+    /// Decrypted bytes BoringSSL already holds, or ciphertext not yet processed.
+    pub fn has_buffered_input(&self) -> bool {
+        let t = self.ssl.get_ref();
+        self.ssl.ssl().pending() > 0 || t.read_pos < t.incoming.len()
+    }
+
+    pub fn ssl(&self) -> &SslRef {
+        self.ssl.ssl()
+    }
+
+    pub fn ssl_mut(&mut self) -> &mut SslRef {
+        self.ssl.ssl_mut()
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}

@@ -1,0 +1,222 @@
+//! Connections to backends: the pool key, the per-worker pool and session cache, and opening
+//! a new connection (TCP connect, TLS handshake that resumes an earlier session of the key).
+
+pub mod pool;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boring::ssl::SslSession;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use crate::model::Thumbprint;
+use crate::snapshot::Target;
+use crate::tls::client::{self, TlsFailure};
+use crate::tls::stream::{TlsError, TlsStream};
+
+pub use pool::{Eviction, Pool};
+
+/// Everything that makes two upstream connections interchangeable. A connection made with
+/// one certificate, SNI or set of validation flags is never handed to a request that needs
+/// another: the key says so explicitly rather than through a hash or a serial number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub sni: Option<Arc<str>>,
+    pub thumbprint: Option<Thumbprint>,
+    pub validate_chain: bool,
+    pub validate_name: bool,
+    pub tls: bool,
+}
+
+/// The socket to a backend: TLS, or plain TCP for `http://` backends.
+pub enum UpstreamIo {
+    Tls(TlsStream),
+    Plain { tcp: TcpStream, scratch: Vec<u8> },
+}
+
+impl UpstreamIo {
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            UpstreamIo::Tls(tls) => Ok(tls.read(buf).await?),
+            UpstreamIo::Plain { tcp, scratch } => {
+                let mut owned = std::mem::take(scratch);
+                owned.clear();
+                owned.reserve(buf.len());
+                let (result, owned) = tcp.read(owned).await;
+                *scratch = owned;
+                let n = result?.min(buf.len());
+                buf[..n].copy_from_slice(&scratch[..n]);
+                Ok(n)
+            }
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            UpstreamIo::Tls(tls) => Ok(tls.write_all(data).await?),
+            UpstreamIo::Plain { tcp, .. } => {
+                let (result, _) = tcp.write_all(data.to_vec()).await;
+                result.map(|_| ())
+            }
+        }
+    }
+
+    fn fd(&self) -> i32 {
+        match self {
+            UpstreamIo::Tls(tls) => tls.tcp().as_raw_fd(),
+            UpstreamIo::Plain { tcp, .. } => tcp.as_raw_fd(),
+        }
+    }
+
+    /// True when the backend has closed the connection, sent something unasked (an alert),
+    /// or the socket failed: such a connection must not carry a request.
+    pub fn is_stale(&self) -> bool {
+        if let UpstreamIo::Tls(tls) = self {
+            if tls.has_buffered_input() {
+                return true;
+            }
+        }
+        let mut byte = 0u8;
+        // SAFETY: a non-blocking peek of one byte into a valid local buffer on a socket fd we
+        // own for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            return err.kind() != std::io::ErrorKind::WouldBlock;
+        }
+        true
+    }
+}
+
+/// One connection to a backend with its read buffer.
+pub struct UpstreamConn {
+    pub io: UpstreamIo,
+    pub key: PoolKey,
+    /// Bytes read from the backend but not yet consumed (kept across requests).
+    pub buffered: crate::dataplane::http::InBuffer,
+    /// Whether the connection came from the pool (a failure before the request is sent may
+    /// then be retried once on a fresh connection).
+    pub reused: bool,
+}
+
+/// Why no connection to the backend could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Unresolvable, refused, unreachable, reset during the handshake.
+    Unreachable(String),
+    Timeout,
+    Tls(TlsFailure, String),
+}
+
+/// The pool and session cache one worker owns. Nothing here is shared across cores.
+pub struct WorkerUpstreams {
+    pub pool: Pool<PoolKey, UpstreamConn>,
+    sessions: HashMap<PoolKey, SslSession>,
+    connect_timeout: Duration,
+}
+
+/// What a new connection did, for metrics.
+pub struct Handshake {
+    pub resumed: bool,
+}
+
+impl WorkerUpstreams {
+    pub fn new(max_idle_per_key: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+        Self { pool: Pool::new(max_idle_per_key, idle_timeout), sessions: HashMap::new(), connect_timeout }
+    }
+
+    /// A pooled connection for `key` that is still usable, if any.
+    pub fn checkout(&mut self, key: &PoolKey, mut on_evict: impl FnMut(Eviction)) -> Option<UpstreamConn> {
+        let now = Instant::now();
+        while let Some(mut conn) = self.pool.checkout(key, now, &mut on_evict) {
+            if !conn.io.is_stale() && conn.buffered.is_empty() {
+                conn.reused = true;
+                return Some(conn);
+            }
+            on_evict(Eviction::Expired);
+        }
+        None
+    }
+
+    /// Keeps the newest session ticket the backend sent on `conn`, for the next handshake.
+    pub fn remember_session(&mut self, conn: &mut UpstreamConn) {
+        if let UpstreamIo::Tls(tls) = &mut conn.io {
+            if let Some(session) = client::take_new_session(tls.ssl_mut()) {
+                self.sessions.insert(conn.key.clone(), session);
+            }
+        }
+    }
+
+    /// Forgets the session of a key whose handshake failed, so the next try starts afresh.
+    pub fn forget_session(&mut self, key: &PoolKey) {
+        self.sessions.remove(key);
+    }
+
+    /// The session to offer when connecting for `key` (cheap: sessions are reference counted).
+    pub fn session_for(&self, key: &PoolKey) -> Option<SslSession> {
+        self.sessions.get(key).cloned()
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+}
+
+/// Opens a new connection to the target's endpoint, offering `session` for resumption.
+/// A free function (not a method) so that no borrow of the worker's state is held while it
+/// awaits: other connections of the worker run meanwhile.
+pub async fn connect(
+    target: &Target,
+    session: Option<SslSession>,
+    connect_timeout: Duration,
+) -> Result<(UpstreamConn, Handshake), ConnectError> {
+    let endpoint = target.endpoint.as_ref().map_err(|e| ConnectError::Unreachable(e.clone()))?;
+    let connect = TcpStream::connect_addr(endpoint.addr);
+    let tcp = match monoio::time::timeout(connect_timeout, connect).await {
+        Err(_) => return Err(ConnectError::Timeout),
+        Ok(Err(e)) => {
+            return Err(ConnectError::Unreachable(format!("connecting to {}: {e}", endpoint.addr)))
+        }
+        Ok(Ok(tcp)) => tcp,
+    };
+    let _ = tcp.set_nodelay(true);
+    let key = endpoint.key.clone();
+    let Some(tls) = &target.tls else {
+        let io = UpstreamIo::Plain { tcp, scratch: Vec::new() };
+        return Ok((new_conn(io, key), Handshake { resumed: false }));
+    };
+    let ssl = client::new_connection(&tls.context, &target.host, tls.validate_name, session.as_ref())
+        .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;
+    let mut stream = TlsStream::client(tcp, ssl)
+        .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;
+    match monoio::time::timeout(connect_timeout, stream.handshake()).await {
+        Err(_) => Err(ConnectError::Timeout),
+        Ok(Ok(())) => {
+            let resumed = stream.ssl().session_reused();
+            Ok((new_conn(UpstreamIo::Tls(stream), key), Handshake { resumed }))
+        }
+        Ok(Err(TlsError::Ssl(e))) => {
+            let reason = client::classify_failure(stream.ssl(), &e);
+            Err(ConnectError::Tls(reason, e.to_string()))
+        }
+        Ok(Err(e)) => {
+            Err(ConnectError::Unreachable(format!("TLS handshake with {}: {e}", endpoint.addr)))
+        }
+    }
+}
+
+fn new_conn(io: UpstreamIo, key: PoolKey) -> UpstreamConn {
+    UpstreamConn { io, key, buffered: crate::dataplane::http::InBuffer::new(), reused: false }
+}

@@ -1,0 +1,280 @@
+//! The gateway under test: `edgegw run --config FILE` as a real child process.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http::{self, Admin, Request, TlsClient};
+use crate::util::{self, bin_path, free_port, local, read_lossy, tail};
+
+pub const TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// Options for a gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayOpts {
+    pub workers: u32,
+    pub request_timeout: String,
+    pub connect_timeout: String,
+    pub shutdown_grace: String,
+    /// Extra environment for the child (e.g. `SSL_CERT_FILE`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for GatewayOpts {
+    fn default() -> Self {
+        GatewayOpts {
+            workers: 2,
+            request_timeout: "10s".into(),
+            connect_timeout: "3s".into(),
+            shutdown_grace: "10s".into(),
+            env: Vec::new(),
+        }
+    }
+}
+
+pub struct Gateway {
+    dir: tempfile::TempDir,
+    pub opts: GatewayOpts,
+    pub listen: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    child: Option<Child>,
+    /// Exit status of the last process that was stopped.
+    pub last_exit: Option<ExitStatus>,
+    runs: u32,
+}
+
+impl Gateway {
+    pub fn start() -> Gateway {
+        Self::start_with(GatewayOpts::default())
+    }
+
+    pub fn start_with(opts: GatewayOpts) -> Gateway {
+        let dir = tempfile::Builder::new().prefix("edgegw-e2e-gw-").tempdir().expect("tempdir");
+        let mut gw = Gateway {
+            dir,
+            opts,
+            listen: local(free_port()),
+            admin_addr: local(free_port()),
+            metrics_addr: local(free_port()),
+            child: None,
+            last_exit: None,
+            runs: 0,
+        };
+        std::fs::create_dir_all(gw.data_dir()).expect("mkdir data");
+        gw.write_config();
+        gw.spawn();
+        gw
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("edgegw.toml")
+    }
+
+    fn stderr_path(&self, run: u32) -> PathBuf {
+        self.dir.path().join(format!("stderr-{run}.log"))
+    }
+
+    fn write_config(&self) {
+        let o = &self.opts;
+        let cfg = format!(
+            r#"[server]
+workers = {workers}
+data_dir = "{data}"
+shutdown_grace = "{grace}"
+
+[listener]
+address = "{listen}"
+
+[admin]
+address = "{admin}"
+token = "{token}"
+
+[metrics]
+address = "{metrics}"
+
+[upstream]
+connect_timeout = "{ct}"
+request_timeout = "{rt}"
+"#,
+            workers = o.workers,
+            data = self.data_dir().display(),
+            grace = o.shutdown_grace,
+            listen = self.listen,
+            admin = self.admin_addr,
+            token = TOKEN,
+            metrics = self.metrics_addr,
+            ct = o.connect_timeout,
+            rt = o.request_timeout,
+        );
+        std::fs::write(self.config_path(), cfg).expect("write config");
+    }
+
+    fn spawn(&mut self) {
+        self.runs += 1;
+        let err = File::create(self.stderr_path(self.runs)).expect("stderr file");
+        let out = err.try_clone().expect("clone stderr file");
+        let mut cmd = Command::new(bin_path("edgegw"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .env_remove("EDGEGW_ADMIN_TOKEN")
+            .env_remove("EDGEGW_MASTER_KEY");
+        if std::env::var_os("EDGEGW_LOG").is_none() {
+            cmd.env("EDGEGW_LOG", "info");
+        }
+        // EDGEGW_IO_DRIVER (uring / epoll) is inherited from the test's environment.
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn edgegw");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        let admin = self.admin();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    panic!("edgegw exited during startup with {st}:\n{}", self.stderr());
+                }
+            }
+            let admin_ok = http::plain_request(
+                self.admin_addr,
+                Request::get("/certificates").header("Authorization", &format!("Bearer {}", TOKEN)),
+            )
+            .map(|r| r.status == 200)
+            .unwrap_or(false);
+            if admin_ok && util::port_open(self.listen) && util::port_open(self.metrics_addr) {
+                let _ = admin;
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("edgegw not ready after 30s (admin {}, listener {}):\n{}", self.admin_addr, self.listen, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stderr of the current (or last) run.
+    pub fn stderr(&self) -> String {
+        read_lossy(&self.stderr_path(self.runs))
+    }
+
+    /// Stderr of every run so far.
+    pub fn all_stderr(&self) -> String {
+        (1..=self.runs)
+            .map(|r| format!("--- edgegw run #{r} stderr ---\n{}", read_lossy(&self.stderr_path(r))))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Send SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        if let Some(pid) = self.pid() {
+            util::signal(pid, libc::SIGTERM);
+        }
+    }
+
+    /// Wait for the process to exit (after a signal); `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                self.last_exit = Some(st);
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a few seconds. Returns the exit status.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.child.as_ref()?;
+        self.sigterm();
+        if let Some(st) = self.wait_exit(Duration::from_secs(5)) {
+            return Some(st);
+        }
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let st = c.wait().ok();
+            self.child = None;
+            self.last_exit = st;
+            return st;
+        }
+        None
+    }
+
+    /// Stop and start again with the same config and data dir.
+    pub fn restart(&mut self) {
+        let st = self.stop();
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "edgegw did not exit 0 on SIGTERM (status {st:?}):\n{}",
+            tail(&self.stderr(), 40)
+        );
+        self.spawn();
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin { addr: self.admin_addr, token: Some(TOKEN.into()) }
+    }
+
+    pub fn admin_with_token(&self, token: Option<&str>) -> Admin {
+        Admin { addr: self.admin_addr, token: token.map(str::to_string) }
+    }
+
+    pub fn client(&self) -> TlsClient {
+        TlsClient::new(self.listen)
+    }
+
+    /// Scrape `/metrics`.
+    pub fn metrics(&self) -> String {
+        let r = http::plain_request(self.metrics_addr, Request::get("/metrics"))
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        assert_eq!(r.status, 200, "GET /metrics: {}", r.text());
+        r.text()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== edgegw (listener {}, admin {}) stderr (last 150 lines per run) ====",
+                self.listen, self.admin_addr
+            );
+            for r in 1..=self.runs {
+                eprintln!("--- run #{r} ---\n{}", tail(&read_lossy(&self.stderr_path(r)), 150));
+            }
+            eprintln!("==== end edgegw stderr ====");
+        }
+        self.stop();
+    }
+}

@@ -1,0 +1,54 @@
+//! The binary: graceful shutdown, `check`, `--version`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::util::bin_path;
+use e2e::*;
+
+#[test]
+fn sigterm_finishes_in_flight_request_and_exits_0() {
+    let mut f = Fixture::standard();
+    let client = f.client.clone();
+    let mut conn = client.connect().expect("connect");
+    echo(&conn.get("/orders/warmup"));
+    let inflight = std::thread::spawn(move || conn.get("/orders/slow?delay_ms=1500"));
+    std::thread::sleep(Duration::from_millis(400));
+    f.gw.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer served.
+    let late = client.clone();
+    let late = std::thread::spawn(move || late.request(Request::get("/orders/late")).map(|r| r.status));
+    let r = inflight.join().expect("in-flight thread");
+    assert_eq!(r.status, 200, "in-flight request during shutdown: {} {}", r.status, r.text());
+    let st = f.gw.wait_exit(Duration::from_secs(15));
+    assert!(st.is_some(), "edgegw did not exit within 15s of SIGTERM");
+    assert!(st.is_some_and(|s| s.success()), "exit status {st:?}");
+    let late = late.join().expect("late thread");
+    assert!(!matches!(late, Ok(200)), "a connection made after SIGTERM was served: {late:?}");
+}
+
+#[test]
+fn check_and_version() {
+    let exe = bin_path("edgegw");
+    let out = Command::new(&exe).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")), "{:?}", out);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[server]\nworkers = 2\nshutdown_grace = \"5s\"\n[listener]\naddress = \"127.0.0.1:18443\"\n[upstream]\nrequest_timeout = \"250ms\"\n",
+    )
+    .expect("write");
+    let out = Command::new(&exe).args(["check", "--config"]).arg(&good).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "check good config: {:?}", out);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nworkerz = 2\n[upstream]\nrequest_timeout = \"soon\"\n").expect("write");
+    let out = Command::new(&exe).args(["check", "--config"]).arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "check bad config: {:?}", out);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("workerz"), "names the unknown key: {text}");
+}

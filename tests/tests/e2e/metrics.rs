@@ -1,0 +1,64 @@
+//! Every metric of contract §5 is exported with its labels.
+
+use e2e::metrics::{has_family, label_keys, sum};
+use e2e::*;
+
+#[test]
+fn metrics_endpoint_has_every_contract_metric() {
+    let f = Fixture::standard();
+    // Traffic: fresh connections (handshakes, accepts), pooled requests, a 404, a TLS error.
+    for _ in 0..3 {
+        let mut c = f.client.connect().expect("connect");
+        for i in 0..5 {
+            echo(&c.get(&format!("/orders/{i}")));
+        }
+    }
+    assert_eq!(f.client.get("/nope").status, 404);
+    let r = f.admin.put_backend("strict", &f.backend.url(), true, true, Some("client-1"));
+    assert_eq!(r.status, 201);
+    assert_eq!(f.admin.put_api("strict", "/strict", "strict").status, 201);
+    assert_eq!(f.client.get("/strict/x").status, 500);
+
+    let m = f.gw.metrics();
+    let expected: [(&str, &[&str]); 9] = [
+        ("edgegw_requests_total", &["api", "code"]),
+        ("edgegw_request_duration_seconds", &["api"]),
+        ("edgegw_downstream_handshakes_total", &["resumed"]),
+        ("edgegw_upstream_handshakes_total", &["backend", "resumed"]),
+        ("edgegw_upstream_pool_total", &["backend", "result"]),
+        ("edgegw_upstream_tls_errors_total", &["backend", "reason"]),
+        ("edgegw_certificate_expiry_timestamp_seconds", &["certificate"]),
+        ("edgegw_worker_accepted_connections_total", &["worker"]),
+        ("edgegw_config_generation", &[]),
+    ];
+    let mut missing = Vec::new();
+    for (name, labels) in expected {
+        if !has_family(&m, name) {
+            missing.push(format!("{name} (absent)"));
+            continue;
+        }
+        let keys = label_keys(&m, name);
+        for l in labels {
+            if !keys.iter().any(|k| k == l) {
+                missing.push(format!("{name} lacks label {l} (has {keys:?})"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "metrics missing: {missing:#?}\n--- /metrics ---\n{m}");
+
+    assert!(sum(&m, "edgegw_requests_total", &[]) >= 17.0, "requests_total");
+    assert!(sum(&m, "edgegw_requests_total", &[("code", "404")]) >= 1.0, "404 counted");
+    assert!(sum(&m, "edgegw_request_duration_seconds_count", &[]) >= 17.0, "histogram count");
+    assert!(sum(&m, "edgegw_downstream_handshakes_total", &[]) >= 4.0);
+    assert!(sum(&m, "edgegw_upstream_pool_total", &[("result", "hit")]) >= 1.0);
+    assert!(sum(&m, "edgegw_upstream_pool_total", &[("result", "miss")]) >= 1.0);
+    assert!(sum(&m, "edgegw_upstream_tls_errors_total", &[]) >= 1.0);
+    assert!(sum(&m, "edgegw_worker_accepted_connections_total", &[]) >= 4.0);
+    assert!(sum(&m, "edgegw_config_generation", &[]) >= 1.0);
+    let expiry = e2e::metrics::parse(&m)
+        .into_iter()
+        .filter(|s| s.name == "edgegw_certificate_expiry_timestamp_seconds")
+        .map(|s| s.value)
+        .fold(0.0, f64::max);
+    assert!(expiry > 1.7e9, "certificate expiry timestamp {expiry}");
+}
