@@ -85,7 +85,10 @@ struct ContextKey {
 
 impl Publisher {
     pub fn new() -> Self {
-        Self { current: Arc::new(ArcSwap::from_pointee(Snapshot::default())), contexts: Mutex::default() }
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            contexts: Mutex::default(),
+        }
     }
 
     /// What workers read.
@@ -119,10 +122,20 @@ impl Publisher {
         }
         *cache = used;
         drop(cache);
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then_with(|| a.path.cmp(&b.path)));
-        self.current.store(Arc::new(Snapshot { generation, routes }));
+        routes.sort_by(|a, b| {
+            b.path
+                .len()
+                .cmp(&a.path.len())
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        self.current
+            .store(Arc::new(Snapshot { generation, routes }));
         metrics::record_config(generation, resources);
-        tracing::info!(generation, apis = resources.apis.len(), "configuration published");
+        tracing::info!(
+            generation,
+            apis = resources.apis.len(),
+            "configuration published"
+        );
     }
 }
 
@@ -141,7 +154,11 @@ fn build_target(
     let url = &backend.url;
     let host: Arc<str> = Arc::from(url.host.as_str());
     let default_port = if url.tls { 443 } else { 80 };
-    let host_in_header = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+    let host_in_header = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
     let authority = if url.port == default_port {
         host_in_header
     } else {
@@ -169,7 +186,12 @@ fn build_target(
                 backend.validate_chain,
                 backend.validate_name,
             )
-            .map(|context| Arc::new(UpstreamTls { context, validate_name: backend.validate_name }))
+            .map(|context| {
+                Arc::new(UpstreamTls {
+                    context,
+                    validate_name: backend.validate_name,
+                })
+            })
             .map_err(|e| format!("building the TLS context failed: {e}")),
         };
         match tls {
@@ -188,7 +210,10 @@ fn build_target(
         addr,
         key: PoolKey {
             addr,
-            sni: url.tls.then(|| host.clone()).filter(|h| h.parse::<std::net::IpAddr>().is_err()),
+            sni: url
+                .tls
+                .then(|| host.clone())
+                .filter(|h| h.parse::<std::net::IpAddr>().is_err()),
             thumbprint,
             validate_chain: backend.validate_chain,
             validate_name: backend.validate_name,
@@ -213,7 +238,8 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// Upstream path for a request: the backend's base path joined with the rest after the API's
 /// path, query kept.
 pub fn upstream_path(base_path: &str, rest: &str, query: Option<&str>) -> String {
-    let mut path = String::with_capacity(base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    let mut path =
+        String::with_capacity(base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
     path.push_str(base_path);
     path.push_str(rest);
     if path.is_empty() {
@@ -225,7 +251,6 @@ pub fn upstream_path(base_path: &str, rest: &str, query: Option<&str>) -> String
     }
     path
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -247,17 +272,26 @@ mod tests {
                 }),
             })
             .collect();
-        routes.sort_by(|a, b| b.path.len().cmp(&a.path.len()));
-        Snapshot { generation: 1, routes }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+        Snapshot {
+            generation: 1,
+            routes,
+        }
     }
 
     #[test]
     fn longest_path_wins_at_segment_boundaries() {
         let s = snapshot(&["/orders", "/orders/archive", "/"]);
-        let hit = |p| s.route(p).map(|(r, rest)| (r.path.clone(), rest.to_string()));
+        let hit = |p| {
+            s.route(p)
+                .map(|(r, rest)| (r.path.clone(), rest.to_string()))
+        };
         assert_eq!(hit("/orders"), Some(("/orders".into(), "".into())));
         assert_eq!(hit("/orders/1"), Some(("/orders".into(), "/1".into())));
-        assert_eq!(hit("/orders/archive/2"), Some(("/orders/archive".into(), "/2".into())));
+        assert_eq!(
+            hit("/orders/archive/2"),
+            Some(("/orders/archive".into(), "/2".into()))
+        );
         assert_eq!(hit("/ordersx"), Some(("/".into(), "/ordersx".into())));
     }
 

@@ -60,7 +60,8 @@ pub fn run(args: BackendArgs) -> Result<(), String> {
         threads.push(std::thread::spawn(move || serve(listener, acceptor)));
     }
     for t in threads {
-        t.join().map_err(|_| "backend thread panicked".to_string())??;
+        t.join()
+            .map_err(|_| "backend thread panicked".to_string())??;
     }
     Ok(())
 }
@@ -82,20 +83,27 @@ fn build_acceptor(args: &BackendArgs) -> Result<SslAcceptor, String> {
         move |err| format!("{what}: {err}")
     }
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(e("TLS context"))?;
-    b.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(e("TLS version"))?;
-    b.set_certificate_chain_file(&args.cert).map_err(e("--cert"))?;
-    b.set_private_key_file(&args.key, SslFiletype::PEM).map_err(e("--key"))?;
-    b.check_private_key().map_err(e("--key does not match --cert"))?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(e("TLS version"))?;
+    b.set_certificate_chain_file(&args.cert)
+        .map_err(e("--cert"))?;
+    b.set_private_key_file(&args.key, SslFiletype::PEM)
+        .map_err(e("--key"))?;
+    b.check_private_key()
+        .map_err(e("--key does not match --cert"))?;
     b.set_alpn_select_callback(|_, client| {
         select_next_proto(b"\x08http/1.1", client).ok_or(AlpnError::NOACK)
     });
     let mode = SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
     match &args.client_ca {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|err| format!("--client-ca {}: {err}", path.display()))?;
+            let pem = std::fs::read(path)
+                .map_err(|err| format!("--client-ca {}: {err}", path.display()))?;
             let certs = X509::stack_from_pem(&pem).map_err(e("--client-ca"))?;
             for cert in certs {
-                b.cert_store_mut().add_cert(cert.clone()).map_err(e("--client-ca"))?;
+                b.cert_store_mut()
+                    .add_cert(cert.clone())
+                    .map_err(e("--client-ca"))?;
                 b.add_client_ca(&cert).map_err(e("--client-ca"))?;
             }
             // Self-signed client certificates listed in --client-ca are trusted as they are.
@@ -103,10 +111,14 @@ fn build_acceptor(args: &BackendArgs) -> Result<SslAcceptor, String> {
         }
         None => b.set_verify_callback(mode, |_, _| true),
     }
-    b.set_session_id_context(b"edgegw-loadtest-backend").map_err(e("session id context"))?;
+    b.set_session_id_context(b"edgegw-loadtest-backend")
+        .map_err(e("session id context"))?;
     if let Some(path) = &args.ticket_key {
-        let secret = std::fs::read(path).map_err(|err| format!("--ticket-key {}: {err}", path.display()))?;
-        TicketKeys::from_secret(&secret).map_err(e("--ticket-key"))?.install(&mut b);
+        let secret =
+            std::fs::read(path).map_err(|err| format!("--ticket-key {}: {err}", path.display()))?;
+        TicketKeys::from_secret(&secret)
+            .map_err(e("--ticket-key"))?
+            .install(&mut b);
     }
     b.set_session_cache_mode(SslSessionCacheMode::SERVER);
     Ok(b.build())
@@ -131,7 +143,9 @@ fn serve(listener: std::net::TcpListener, acceptor: Arc<SslAcceptor>) -> Result<
             let acceptor = acceptor.clone();
             monoio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
+                let Ok(ssl) = Ssl::new(acceptor.context()) else {
+                    return;
+                };
                 if let Ok(tls) = TlsStream::accept(tcp, ssl).await {
                     serve_connection(tls).await;
                 }
@@ -143,7 +157,11 @@ fn serve(listener: std::net::TcpListener, acceptor: Arc<SslAcceptor>) -> Result<
 async fn serve_connection(mut tls: TlsStream) {
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let resumed = tls.ssl().session_reused();
-    let subject = tls.ssl().peer_certificate().map(|c| format_name(c.subject_name())).unwrap_or_default();
+    let subject = tls
+        .ssl()
+        .peer_certificate()
+        .map(|c| format_name(c.subject_name()))
+        .unwrap_or_default();
     let mut buf = InBuffer::new();
     loop {
         let head = loop {
@@ -166,10 +184,15 @@ async fn serve_connection(mut tls: TlsStream) {
             Ok(f) => f.unwrap_or(Framing::Empty),
             Err(_) => return,
         };
-        let Some(body_length) = read_body(&mut buf, &mut tls, framing).await else { return };
+        let Some(body_length) = read_body(&mut buf, &mut tls, framing).await else {
+            return;
+        };
         let query = head.target.split_once('?').map(|(_, q)| q).unwrap_or("");
         let param = |name: &str| {
-            query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(str::to_owned)
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_owned)
         };
         if let Some(ms) = param("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
             monoio::time::sleep(Duration::from_millis(ms)).await;
@@ -177,7 +200,12 @@ async fn serve_connection(mut tls: TlsStream) {
         let headers: serde_json::Map<String, serde_json::Value> = head
             .headers
             .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), serde_json::Value::from(h.value_str())))
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    serde_json::Value::from(h.value_str()),
+                )
+            })
             .collect();
         let report = serde_json::json!({
             "subject": subject,
@@ -189,7 +217,10 @@ async fn serve_connection(mut tls: TlsStream) {
             "bodyLength": body_length,
         })
         .to_string();
-        let close = head.headers.iter().any(|h| h.is("connection") && h.value_str().eq_ignore_ascii_case("close"));
+        let close = head
+            .headers
+            .iter()
+            .any(|h| h.is("connection") && h.value_str().eq_ignore_ascii_case("close"));
         let mut out = Vec::with_capacity(report.len() + 128);
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n");
         if close {

@@ -5,7 +5,11 @@ mod backend;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "loadtest", version, about = "edgegw load tests and mTLS test backend")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "edgegw load tests and mTLS test backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

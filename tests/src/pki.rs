@@ -229,10 +229,11 @@ impl Pki {
         openssl(self.dir(), &["pkey", "-in", &key, "-outform", "DER"])
     }
 
-    /// The body of the PEM key file (base64 lines, joined).
-    pub fn key_pem_base64(&self, name: &str) -> String {
+    /// A distinctive slice of the PEM key file: its middle full base64 line (64 characters).
+    pub fn key_pem_base64_line(&self, name: &str) -> String {
         let s = String::from_utf8(self.read(&format!("{name}.key"))).expect("utf8 key");
-        s.lines().filter(|l| !l.starts_with("-----")).collect()
+        let lines: Vec<&str> = s.lines().filter(|l| !l.starts_with("-----") && l.len() == 64).collect();
+        lines[lines.len() / 2].to_string()
     }
 
     /// Write 48 random bytes (a backend ticket key file) and return its path.

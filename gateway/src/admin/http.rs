@@ -41,7 +41,10 @@ pub struct CertificateBody {
 impl std::fmt::Debug for CertificateBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateBody")
-            .field("data", &format_args!("<{} base64 characters>", self.data.len()))
+            .field(
+                "data",
+                &format_args!("<{} base64 characters>", self.data.len()),
+            )
             .field("password", &"<redacted>")
             .finish()
     }
@@ -355,7 +358,9 @@ async fn get_api(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
-    let a = c.api(&id).ok_or_else(|| AdminError::not_found("API", &id))?;
+    let a = c
+        .api(&id)
+        .ok_or_else(|| AdminError::not_found("API", &id))?;
     Ok(Json(a).into_response())
 }
 

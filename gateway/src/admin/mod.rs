@@ -20,7 +20,9 @@ pub use error::AdminError;
 pub use http::router;
 
 use crate::model::api::{api_resource, parse_api, stored_api, ApiBody, ApiResource, StoredApi};
-use crate::model::backend::{backend_body, backend_resource, parse_backend, BackendBody, BackendResource};
+use crate::model::backend::{
+    backend_body, backend_resource, parse_backend, BackendBody, BackendResource,
+};
 use crate::model::certificate::{parse_pkcs12, StoredCertificate};
 use crate::model::policy::{parse_policy, EMPTY_POLICY};
 use crate::model::{Api, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint};
@@ -95,24 +97,25 @@ impl ControlPlane {
     ) -> Result<Self, StoreError> {
         let mut resources = Resources::default();
         for (kind, raw_id, record) in store.load_all()? {
-            let id = ResourceId::parse(&raw_id).map_err(|_| corrupt(kind, &raw_id, "invalid id"))?;
+            let id =
+                ResourceId::parse(&raw_id).map_err(|_| corrupt(kind, &raw_id, "invalid id"))?;
             match kind {
                 Kind::Certificate => {
-                    let stored: StoredCertificate = serde_json::from_slice(&record)
-                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let stored: StoredCertificate =
+                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
                     let cert = stored.open(id.clone(), &master_key)?;
                     resources.certificates.insert(id, Arc::new(cert));
                 }
                 Kind::Backend => {
-                    let body: BackendBody = serde_json::from_slice(&record)
-                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let body: BackendBody =
+                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
                     let backend =
                         parse_backend(id.clone(), &body).map_err(|e| corrupt(kind, &raw_id, e))?;
                     resources.backends.insert(id, backend);
                 }
                 Kind::Api => {
-                    let stored: StoredApi = serde_json::from_slice(&record)
-                        .map_err(|e| corrupt(kind, &raw_id, e))?;
+                    let stored: StoredApi =
+                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
                     let mut api = parse_api(
                         id.clone(),
                         &ApiBody {
@@ -151,7 +154,9 @@ impl ControlPlane {
         // A panic while holding the lock cannot leave memory half-changed: every write
         // builds its new value first and changes memory in one insert/remove after the
         // store write, so the state behind a poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on the current resources (for reads).
@@ -242,7 +247,10 @@ impl ControlPlane {
         let record = serde_json::to_vec(&record).map_err(AdminError::internal)?;
         state.store.put(Kind::Certificate, id.as_str(), &record)?;
         let info = cert.info.clone();
-        state.resources.certificates.insert(id.clone(), Arc::new(cert));
+        state
+            .resources
+            .certificates
+            .insert(id.clone(), Arc::new(cert));
         (state.publish)(&state.resources);
         info!(
             kind = "certificate",
@@ -267,7 +275,9 @@ impl ControlPlane {
         if !dependents.is_empty() {
             return Err(AdminError::conflict(
                 "CertificateInUse",
-                format!("Certificate {id} is in use; remove the references listed in details first."),
+                format!(
+                    "Certificate {id} is in use; remove the references listed in details first."
+                ),
                 dependents,
             ));
         }
@@ -522,7 +532,11 @@ fn warn_dangling(res: &Resources) {
         if !res.backends.contains_key(&a.backend_id) {
             warn!(kind = "api", id = %a.id, backend = %a.backend_id, "API names a backend that does not exist");
         }
-        if let Some(r) = a.policy.as_ref().and_then(|p| p.authentication_certificate.as_ref()) {
+        if let Some(r) = a
+            .policy
+            .as_ref()
+            .and_then(|p| p.authentication_certificate.as_ref())
+        {
             if res.find_certificate(r).is_none() {
                 warn!(kind = "api", id = %a.id, "API policy names a certificate that does not exist");
             }
@@ -531,4 +545,5 @@ fn warn_dangling(res: &Resources) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

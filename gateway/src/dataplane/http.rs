@@ -61,7 +61,11 @@ impl Default for InBuffer {
 
 impl InBuffer {
     pub fn new() -> Self {
-        Self { buf: Vec::new(), start: 0, end: 0 }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
     }
 
     pub fn data(&self) -> &[u8] {
@@ -144,7 +148,10 @@ pub enum HeadError {
 
 fn collect_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
     raw.iter()
-        .map(|h| Header { name: h.name.to_owned(), value: h.value.to_vec() })
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: h.value.to_vec(),
+        })
         .collect()
 }
 
@@ -235,7 +242,13 @@ pub fn declared_framing(headers: &[Header]) -> Result<Option<Framing>, &'static 
     Ok(if chunked {
         Some(Framing::Chunked)
     } else {
-        length.map(|l| if l == 0 { Framing::Empty } else { Framing::Length(l) })
+        length.map(|l| {
+            if l == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(l)
+            }
+        })
     })
 }
 
@@ -257,7 +270,9 @@ const HOP_BY_HOP: &[&str] = &[
 /// proxy), and any named in `Connection`.
 pub fn is_hop_by_hop(header: &Header, connection_tokens: &[String]) -> bool {
     HOP_BY_HOP.iter().any(|h| header.is(h))
-        || connection_tokens.iter().any(|t| header.name.eq_ignore_ascii_case(t))
+        || connection_tokens
+            .iter()
+            .any(|t| header.name.eq_ignore_ascii_case(t))
 }
 
 /// The lower-cased tokens of every `Connection` header.
@@ -265,7 +280,11 @@ pub fn connection_tokens(headers: &[Header]) -> Vec<String> {
     headers
         .iter()
         .filter(|h| h.is("connection"))
-        .flat_map(|h| h.value_str().split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .flat_map(|h| {
+            h.value_str()
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+        })
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -344,7 +363,9 @@ impl ChunkedScanner {
                         }
                         self.size = self.size * 16 + digit;
                     }
-                    b';' | b' ' | b'\t' if self.size_digits > 0 => self.state = ChunkState::Extension,
+                    b';' | b' ' | b'\t' if self.size_digits > 0 => {
+                        self.state = ChunkState::Extension
+                    }
                     b'\r' if self.size_digits > 0 => self.state = ChunkState::SizeLf,
                     _ => return Err(ChunkError("invalid chunk size")),
                 },
@@ -360,7 +381,11 @@ impl ChunkedScanner {
                         return Err(ChunkError("expected LF after chunk size"));
                     }
                     self.size_digits = 0;
-                    self.state = if self.size == 0 { ChunkState::TrailerStart } else { ChunkState::Data };
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
                 }
                 ChunkState::Data => {
                     let take = (self.size as usize).min(data.len() - i);
@@ -385,7 +410,11 @@ impl ChunkedScanner {
                     self.state = ChunkState::Size;
                 }
                 ChunkState::TrailerStart => {
-                    self.state = if b == b'\r' { ChunkState::FinalLf } else { ChunkState::Trailer };
+                    self.state = if b == b'\r' {
+                        ChunkState::FinalLf
+                    } else {
+                        ChunkState::Trailer
+                    };
                 }
                 ChunkState::Trailer => {
                     if b == b'\r' {
@@ -459,33 +488,71 @@ mod tests {
 
     #[test]
     fn request_head_limits() {
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
-        assert_eq!(parse_request(big.as_bytes()).err(), Some(HeadError::TooLarge));
+        let big = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(
+            parse_request(big.as_bytes()).err(),
+            Some(HeadError::TooLarge)
+        );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(parse_request(req.as_bytes()).err(), Some(HeadError::TooManyHeaders));
-        assert_eq!(parse_request(b"GARBAGE\r\n\r\n").err(), Some(HeadError::Malformed));
-        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: a"), Ok(None)));
+        assert_eq!(
+            parse_request(req.as_bytes()).err(),
+            Some(HeadError::TooManyHeaders)
+        );
+        assert_eq!(
+            parse_request(b"GARBAGE\r\n\r\n").err(),
+            Some(HeadError::Malformed)
+        );
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a"),
+            Ok(None)
+        ));
     }
 
     #[test]
     fn framing_rules() {
-        let h = |n: &str, v: &str| Header { name: n.into(), value: v.as_bytes().to_vec() };
-        assert_eq!(declared_framing(&[h("Content-Length", "10")]), Ok(Some(Framing::Length(10))));
-        assert_eq!(declared_framing(&[h("Transfer-Encoding", "gzip, chunked")]), Ok(Some(Framing::Chunked)));
+        let h = |n: &str, v: &str| Header {
+            name: n.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            declared_framing(&[h("Content-Length", "10")]),
+            Ok(Some(Framing::Length(10)))
+        );
+        assert_eq!(
+            declared_framing(&[h("Transfer-Encoding", "gzip, chunked")]),
+            Ok(Some(Framing::Chunked))
+        );
         assert_eq!(declared_framing(&[]), Ok(None));
         assert!(declared_framing(&[h("Content-Length", "1"), h("Content-Length", "2")]).is_err());
-        assert!(declared_framing(&[h("Transfer-Encoding", "chunked"), h("Content-Length", "2")]).is_err());
+        assert!(
+            declared_framing(&[h("Transfer-Encoding", "chunked"), h("Content-Length", "2")])
+                .is_err()
+        );
         assert!(declared_framing(&[h("Transfer-Encoding", "gzip")]).is_err());
         assert!(declared_framing(&[h("Content-Length", "-1")]).is_err());
     }
 
     #[test]
     fn hop_by_hop_headers_include_connection_tokens() {
-        let h = |n: &str, v: &str| Header { name: n.into(), value: v.as_bytes().to_vec() };
-        let headers = vec![h("Connection", "keep-alive, X-Drop"), h("X-Drop", "1"), h("X-Keep", "1")];
+        let h = |n: &str, v: &str| Header {
+            name: n.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let headers = vec![
+            h("Connection", "keep-alive, X-Drop"),
+            h("X-Drop", "1"),
+            h("X-Keep", "1"),
+        ];
         let tokens = connection_tokens(&headers);
-        let kept: Vec<_> = headers.iter().filter(|x| !is_hop_by_hop(x, &tokens)).map(|x| x.name.clone()).collect();
+        let kept: Vec<_> = headers
+            .iter()
+            .filter(|x| !is_hop_by_hop(x, &tokens))
+            .map(|x| x.name.clone())
+            .collect();
         assert_eq!(kept, vec!["X-Keep"]);
     }
 

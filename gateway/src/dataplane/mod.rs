@@ -50,9 +50,9 @@ impl Driver {
             Some("uring") | Some("io_uring") => {
                 Err("EDGEGW_IO_DRIVER=uring but io_uring is not available on this machine".into())
             }
-            Some(other) if !other.is_empty() => {
-                Err(format!("EDGEGW_IO_DRIVER={other:?}: use \"uring\" or \"epoll\""))
-            }
+            Some(other) if !other.is_empty() => Err(format!(
+                "EDGEGW_IO_DRIVER={other:?}: use \"uring\" or \"epoll\""
+            )),
             _ if available => Ok(Driver::IoUring),
             _ => Ok(Driver::Epoll),
         }
@@ -185,7 +185,11 @@ async fn drain(ctx: &WorkerContext, grace: Duration) {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     if ctx.active.get() > 0 {
-        tracing::warn!(worker = ctx.id, open = ctx.active.get(), "shutdown grace elapsed with connections open");
+        tracing::warn!(
+            worker = ctx.id,
+            open = ctx.active.get(),
+            "shutdown grace elapsed with connections open"
+        );
     }
     ctx.upstreams.borrow_mut().pool.clear();
 }

@@ -42,7 +42,13 @@ struct ProxyError {
 
 impl ProxyError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), reason: None, close: false }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            reason: None,
+            close: false,
+        }
     }
 
     fn closing(mut self) -> Self {
@@ -66,19 +72,26 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
             return;
         }
     };
-    let tls = match monoio::time::timeout(ctx.limits.header_read_timeout, TlsStream::accept(tcp, ssl)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "client TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "client TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match monoio::time::timeout(ctx.limits.header_read_timeout, TlsStream::accept(tcp, ssl))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "client TLS handshake timed out");
+                return;
+            }
+        };
     ctx.metrics.downstream_handshake(tls.ssl().session_reused());
-    let mut client = Downstream { tls, buf: InBuffer::new(), peer_ip: peer.ip().to_string() };
+    let mut client = Downstream {
+        tls,
+        buf: InBuffer::new(),
+        peer_ip: peer.ip().to_string(),
+    };
     loop {
         let head = match read_request_head(&ctx, &mut client).await {
             Ok(Some(head)) => head,
@@ -118,13 +131,34 @@ async fn read_request_head(
                 }
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => {
-                    return Err(ProxyError::new(431, "RequestHeaderFieldsTooLarge", format!("The request head is larger than {} bytes.", http::MAX_HEAD_BYTES)).closing())
+                    return Err(ProxyError::new(
+                        431,
+                        "RequestHeaderFieldsTooLarge",
+                        format!(
+                            "The request head is larger than {} bytes.",
+                            http::MAX_HEAD_BYTES
+                        ),
+                    )
+                    .closing())
                 }
                 Err(HeadError::TooManyHeaders) => {
-                    return Err(ProxyError::new(431, "RequestHeaderFieldsTooLarge", format!("The request has more than {} header fields.", http::MAX_HEADERS)).closing())
+                    return Err(ProxyError::new(
+                        431,
+                        "RequestHeaderFieldsTooLarge",
+                        format!(
+                            "The request has more than {} header fields.",
+                            http::MAX_HEADERS
+                        ),
+                    )
+                    .closing())
                 }
                 Err(HeadError::Malformed) => {
-                    return Err(ProxyError::new(400, "BadRequest", "The request is not valid HTTP/1.1.").closing())
+                    return Err(ProxyError::new(
+                        400,
+                        "BadRequest",
+                        "The request is not valid HTTP/1.1.",
+                    )
+                    .closing())
                 }
             }
         }
@@ -135,7 +169,8 @@ async fn read_request_head(
         let wait = if idle {
             ctx.limits.idle_timeout
         } else {
-            let d = *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_read_timeout);
+            let d =
+                *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_read_timeout);
             d.saturating_duration_since(Instant::now())
         };
         let fd = client.tls.tcp().as_raw_fd();
@@ -151,13 +186,22 @@ async fn read_request_head(
             Ok(Ok(_)) => {}
             Err(_) if idle => return Ok(None),
             Err(_) => {
-                return Err(ProxyError::new(408, "RequestTimeout", "The request head did not arrive in time.").closing())
+                return Err(ProxyError::new(
+                    408,
+                    "RequestTimeout",
+                    "The request head did not arrive in time.",
+                )
+                .closing())
             }
         }
     }
 }
 
-async fn handle_request(ctx: &WorkerContext, client: &mut Downstream, head: RequestHead) -> Outcome {
+async fn handle_request(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    head: RequestHead,
+) -> Outcome {
     let started = Instant::now();
     let snapshot = ctx.snapshot.load_full();
     let tokens = http::connection_tokens(&head.headers);
@@ -165,7 +209,12 @@ async fn handle_request(ctx: &WorkerContext, client: &mut Downstream, head: Requ
     let framing = match http::declared_framing(&head.headers) {
         Ok(f) => f.unwrap_or(Framing::Empty),
         Err(why) => {
-            let e = ProxyError::new(400, "BadRequest", format!("Invalid request framing: {why}.")).closing();
+            let e = ProxyError::new(
+                400,
+                "BadRequest",
+                format!("Invalid request framing: {why}."),
+            )
+            .closing();
             return finish_with_error(ctx, client, &no_api(), started, e).await;
         }
     };
@@ -174,7 +223,12 @@ async fn handle_request(ctx: &WorkerContext, client: &mut Downstream, head: Requ
         None => (head.target.as_str(), None),
     };
     if !path.starts_with('/') {
-        let e = ProxyError::new(400, "BadRequest", "The request target must be a path starting with '/'.").closing();
+        let e = ProxyError::new(
+            400,
+            "BadRequest",
+            "The request target must be a path starting with '/'.",
+        )
+        .closing();
         return finish_with_error(ctx, client, &no_api(), started, e).await;
     }
     let Some((route, rest)) = snapshot.route(path) else {
@@ -183,15 +237,45 @@ async fn handle_request(ctx: &WorkerContext, client: &mut Downstream, head: Requ
         return finish_with_error(ctx, client, &no_api(), started, e).await;
     };
     let api = route.api_id.clone();
-    if head.headers.iter().any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue")) {
+    if head
+        .headers
+        .iter()
+        .any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue"))
+    {
         // Answer it here: the body must reach us before the backend can see it.
-        if client.tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-            return Outcome { status: 499, keep_alive: false };
+        if client
+            .tls
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return Outcome {
+                status: 499,
+                keep_alive: false,
+            };
         }
     }
     let target = route.target.clone();
-    let upstream_head = build_upstream_head(&head, &target, rest, query, &client.peer_ip, &tokens, framing);
-    match proxy(ctx, client, &head, &target, &upstream_head, framing, client_keep_alive).await {
+    let upstream_head = build_upstream_head(
+        &head,
+        &target,
+        rest,
+        query,
+        &client.peer_ip,
+        &tokens,
+        framing,
+    );
+    match proxy(
+        ctx,
+        client,
+        &head,
+        &target,
+        &upstream_head,
+        framing,
+        client_keep_alive,
+    )
+    .await
+    {
         Ok(outcome) => {
             ctx.metrics.request(&api, outcome.status, started.elapsed());
             outcome
@@ -210,7 +294,10 @@ async fn finish_with_error(
     let keep_alive = !e.close;
     let sent = respond_error(client, &e, keep_alive).await.is_ok();
     ctx.metrics.request(api, e.status, started.elapsed());
-    Outcome { status: e.status, keep_alive: keep_alive && sent }
+    Outcome {
+        status: e.status,
+        keep_alive: keep_alive && sent,
+    }
 }
 
 /// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
@@ -232,7 +319,11 @@ fn build_upstream_head(
     http::push_header(&mut out, "Host", target.authority.as_bytes());
     let mut forwarded_for = None;
     for h in &head.headers {
-        if http::is_hop_by_hop(h, tokens) || h.is("host") || h.is("x-forwarded-proto") || h.is("expect") {
+        if http::is_hop_by_hop(h, tokens)
+            || h.is("host")
+            || h.is("x-forwarded-proto")
+            || h.is("expect")
+        {
             continue;
         }
         if h.is("x-forwarded-for") {
@@ -253,35 +344,53 @@ fn build_upstream_head(
 }
 
 /// Gets a connection for the target: a pooled one for the same key, else a new one.
-async fn upstream_connection(ctx: &WorkerContext, target: &Target, fresh_only: bool) -> Result<UpstreamConn, ProxyError> {
-    let endpoint = target
-        .endpoint
-        .as_ref()
-        .map_err(|e| ProxyError::new(502, "BackendConnectionFailure", format!("Backend {} cannot be reached: {e}", target.backend_id)))?;
+async fn upstream_connection(
+    ctx: &WorkerContext,
+    target: &Target,
+    fresh_only: bool,
+) -> Result<UpstreamConn, ProxyError> {
+    let endpoint = target.endpoint.as_ref().map_err(|e| {
+        ProxyError::new(
+            502,
+            "BackendConnectionFailure",
+            format!("Backend {} cannot be reached: {e}", target.backend_id),
+        )
+    })?;
     if !fresh_only {
-        let pooled = ctx.upstreams.borrow_mut().checkout(&endpoint.key, |reason| {
-            ctx.metrics.pool_eviction(eviction_label(reason));
-        });
-        ctx.metrics.pool_lookup(&target.backend_id, pooled.is_some());
+        let pooled = ctx
+            .upstreams
+            .borrow_mut()
+            .checkout(&endpoint.key, |reason| {
+                ctx.metrics.pool_eviction(eviction_label(reason));
+            });
+        ctx.metrics
+            .pool_lookup(&target.backend_id, pooled.is_some());
         if let Some(conn) = pooled {
             return Ok(conn);
         }
     }
     let (session, timeout) = {
         let upstreams = ctx.upstreams.borrow();
-        (upstreams.session_for(&endpoint.key), upstreams.connect_timeout())
+        (
+            upstreams.session_for(&endpoint.key),
+            upstreams.connect_timeout(),
+        )
     };
     match upstream::connect(target, session, timeout).await {
         Ok((conn, handshake)) => {
             if target.tls.is_some() {
-                ctx.metrics.upstream_handshake(&target.backend_id, handshake.resumed);
+                ctx.metrics
+                    .upstream_handshake(&target.backend_id, handshake.resumed);
             }
             Ok(conn)
         }
         Err(ConnectError::Timeout) => Err(ProxyError::new(
             504,
             "BackendTimeout",
-            format!("Backend {} did not accept a connection in time.", target.backend_id),
+            format!(
+                "Backend {} did not accept a connection in time.",
+                target.backend_id
+            ),
         )),
         Err(ConnectError::Unreachable(why)) => Err(ProxyError::new(
             502,
@@ -301,7 +410,11 @@ fn tls_error(ctx: &WorkerContext, target: &Target, reason: TlsFailure, why: &str
     let mut e = ProxyError::new(
         500,
         "BackendTlsError",
-        format!("The TLS connection to backend {} failed: {}.", target.backend_id, reason.as_str()),
+        format!(
+            "The TLS connection to backend {} failed: {}.",
+            target.backend_id,
+            reason.as_str()
+        ),
     );
     e.reason = Some(reason);
     e
@@ -324,25 +437,64 @@ async fn proxy(
     client_keep_alive: bool,
 ) -> Result<Outcome, ProxyError> {
     let body_pending = framing != Framing::Empty;
-    let mut conn = upstream_connection(ctx, target, false).await.map_err(|e| ProxyError { close: e.close || body_pending, ..e })?;
+    let mut conn = upstream_connection(ctx, target, false)
+        .await
+        .map_err(|e| ProxyError {
+            close: e.close || body_pending,
+            ..e
+        })?;
     // A pooled connection the backend closed fails on the first write; nothing has been sent
     // then, so one retry on a fresh connection is safe.
     if let Err(e) = conn.io.send(upstream_head).await {
         if !conn.reused {
-            return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Sending to backend {} failed: {e}", target.backend_id)).closing());
+            return Err(ProxyError::new(
+                502,
+                "BackendConnectionFailure",
+                format!("Sending to backend {} failed: {e}", target.backend_id),
+            )
+            .closing());
         }
-        conn = upstream_connection(ctx, target, true).await.map_err(|e| ProxyError { close: e.close || body_pending, ..e })?;
+        conn = upstream_connection(ctx, target, true)
+            .await
+            .map_err(|e| ProxyError {
+                close: e.close || body_pending,
+                ..e
+            })?;
         conn.io.send(upstream_head).await.map_err(|e| {
-            ProxyError::new(502, "BackendConnectionFailure", format!("Sending to backend {} failed: {e}", target.backend_id)).closing()
+            ProxyError::new(
+                502,
+                "BackendConnectionFailure",
+                format!("Sending to backend {} failed: {e}", target.backend_id),
+            )
+            .closing()
         })?;
     }
     if body_pending {
-        forward_body(&mut client.buf, &mut client.tls, &mut conn.io, framing, ctx.limits.header_read_timeout)
-            .await
-            .map_err(|e| match e {
-                BodyError::Source(why) => ProxyError::new(400, "BadRequest", format!("Reading the request body failed: {why}")).closing(),
-                BodyError::Sink(why) => ProxyError::new(502, "BackendConnectionFailure", format!("Sending the request body to backend {} failed: {why}", target.backend_id)).closing(),
-            })?;
+        forward_body(
+            &mut client.buf,
+            &mut client.tls,
+            &mut conn.io,
+            framing,
+            ctx.limits.header_read_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            BodyError::Source(why) => ProxyError::new(
+                400,
+                "BadRequest",
+                format!("Reading the request body failed: {why}"),
+            )
+            .closing(),
+            BodyError::Sink(why) => ProxyError::new(
+                502,
+                "BackendConnectionFailure",
+                format!(
+                    "Sending the request body to backend {} failed: {why}",
+                    target.backend_id
+                ),
+            )
+            .closing(),
+        })?;
     }
     let response = read_response_head(ctx, &mut conn, target).await?;
     let is_head = head.method.eq_ignore_ascii_case("HEAD");
@@ -353,7 +505,14 @@ async fn proxy(
         match http::declared_framing(&response.headers) {
             Ok(f) => f.unwrap_or(Framing::UntilClose),
             Err(why) => {
-                return Err(ProxyError::new(502, "BackendProtocolError", format!("Backend {} sent an invalid response: {why}.", target.backend_id)))
+                return Err(ProxyError::new(
+                    502,
+                    "BackendProtocolError",
+                    format!(
+                        "Backend {} sent an invalid response: {why}.",
+                        target.backend_id
+                    ),
+                ))
             }
         }
     };
@@ -361,7 +520,8 @@ async fn proxy(
     let upstream_reusable = response.minor_version >= 1
         && !upstream_tokens.iter().any(|t| t == "close")
         && response_framing != Framing::UntilClose;
-    let keep_alive = client_keep_alive && response_framing != Framing::UntilClose && !ctx.draining.get();
+    let keep_alive =
+        client_keep_alive && response_framing != Framing::UntilClose && !ctx.draining.get();
     let mut out = Vec::with_capacity(512);
     write_status_line(&mut out, status, &response.reason);
     for h in &response.headers {
@@ -385,9 +545,20 @@ async fn proxy(
     let body_result = if !sent_head {
         Err(BodyError::Sink("encrypting the response failed".into()))
     } else if response_framing == Framing::Empty {
-        client.tls.flush_writes().await.map_err(|e| BodyError::Sink(e.to_string()))
+        client
+            .tls
+            .flush_writes()
+            .await
+            .map_err(|e| BodyError::Sink(e.to_string()))
     } else {
-        forward_body(&mut conn.buffered, &mut conn.io, &mut client.tls, response_framing, ctx.limits.request_timeout).await
+        forward_body(
+            &mut conn.buffered,
+            &mut conn.io,
+            &mut client.tls,
+            response_framing,
+            ctx.limits.request_timeout,
+        )
+        .await
     };
     let complete = body_result.is_ok();
     {
@@ -396,17 +567,26 @@ async fn proxy(
         if complete && upstream_reusable && conn.buffered.is_empty() {
             let key = conn.key.clone();
             conn.reused = false;
-            upstreams.pool.checkin(key, conn, Instant::now(), |reason| ctx.metrics.pool_eviction(eviction_label(reason)));
+            upstreams.pool.checkin(key, conn, Instant::now(), |reason| {
+                ctx.metrics.pool_eviction(eviction_label(reason))
+            });
         }
     }
     if let Err(e) = body_result {
         tracing::debug!(backend = %target.backend_id, error = ?e, "response body not completed");
     }
-    Ok(Outcome { status, keep_alive: keep_alive && complete })
+    Ok(Outcome {
+        status,
+        keep_alive: keep_alive && complete,
+    })
 }
 
 /// Reads the backend's response head, skipping interim (1xx) responses.
-async fn read_response_head(ctx: &WorkerContext, conn: &mut UpstreamConn, target: &Target) -> Result<ResponseHead, ProxyError> {
+async fn read_response_head(
+    ctx: &WorkerContext,
+    conn: &mut UpstreamConn,
+    target: &Target,
+) -> Result<ResponseHead, ProxyError> {
     let deadline = Instant::now() + ctx.limits.request_timeout;
     loop {
         if !conn.buffered.is_empty() {
@@ -420,17 +600,38 @@ async fn read_response_head(ctx: &WorkerContext, conn: &mut UpstreamConn, target
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(ProxyError::new(502, "BackendProtocolError", format!("Backend {} sent an invalid response head ({e:?}).", target.backend_id)))
+                    return Err(ProxyError::new(
+                        502,
+                        "BackendProtocolError",
+                        format!(
+                            "Backend {} sent an invalid response head ({e:?}).",
+                            target.backend_id
+                        ),
+                    ))
                 }
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         match monoio::time::timeout(wait, conn.buffered.fill(&mut conn.io)).await {
             Err(_) => {
-                return Err(ProxyError::new(504, "BackendTimeout", format!("Backend {} did not answer within {:?}.", target.backend_id, ctx.limits.request_timeout)))
+                return Err(ProxyError::new(
+                    504,
+                    "BackendTimeout",
+                    format!(
+                        "Backend {} did not answer within {:?}.",
+                        target.backend_id, ctx.limits.request_timeout
+                    ),
+                ))
             }
             Ok(Ok(0)) => {
-                return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Backend {} closed the connection without answering.", target.backend_id)))
+                return Err(ProxyError::new(
+                    502,
+                    "BackendConnectionFailure",
+                    format!(
+                        "Backend {} closed the connection without answering.",
+                        target.backend_id
+                    ),
+                ))
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -441,7 +642,11 @@ async fn read_response_head(ctx: &WorkerContext, conn: &mut UpstreamConn, target
                     let reason = TlsFailure::ClientCertificateRejected;
                     return Err(tls_error(ctx, target, reason, &text));
                 }
-                return Err(ProxyError::new(502, "BackendConnectionFailure", format!("Reading from backend {} failed: {e}", target.backend_id)));
+                return Err(ProxyError::new(
+                    502,
+                    "BackendConnectionFailure",
+                    format!("Reading from backend {} failed: {e}", target.backend_id),
+                ));
             }
         }
     }
@@ -479,7 +684,9 @@ async fn forward_body<S: ByteSource, D: ByteSink>(
                 return if framing == Framing::UntilClose {
                     Ok(())
                 } else {
-                    Err(BodyError::Source("connection closed before the body ended".into()))
+                    Err(BodyError::Source(
+                        "connection closed before the body ended".into(),
+                    ))
                 };
             }
         }
@@ -491,13 +698,17 @@ async fn forward_body<S: ByteSource, D: ByteSink>(
                 (take, remaining == 0)
             }
             Framing::Chunked => {
-                let take = scanner.scan(data).map_err(|e| BodyError::Source(e.0.into()))?;
+                let take = scanner
+                    .scan(data)
+                    .map_err(|e| BodyError::Source(e.0.into()))?;
                 (take, scanner.is_done())
             }
             Framing::UntilClose => (data.len(), false),
             Framing::Empty => (0, true),
         };
-        sink.send(&data[..take]).await.map_err(|e| BodyError::Sink(e.to_string()))?;
+        sink.send(&data[..take])
+            .await
+            .map_err(|e| BodyError::Sink(e.to_string()))?;
         buf.consume(take);
         if done {
             return Ok(());
@@ -525,12 +736,20 @@ fn error_body(e: &ProxyError) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
-async fn respond_error(client: &mut Downstream, e: &ProxyError, keep_alive: bool) -> std::io::Result<()> {
+async fn respond_error(
+    client: &mut Downstream,
+    e: &ProxyError,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let body = error_body(e);
     let mut out = Vec::with_capacity(256 + body.len());
     write_status_line(&mut out, e.status, reason_phrase(e.status));
     http::push_header(&mut out, "Content-Type", b"application/json");
-    http::push_header(&mut out, "Content-Length", body.len().to_string().as_bytes());
+    http::push_header(
+        &mut out,
+        "Content-Length",
+        body.len().to_string().as_bytes(),
+    );
     if !keep_alive {
         http::push_header(&mut out, "Connection", b"close");
     }
@@ -564,7 +783,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&error_body(&e)).unwrap();
         assert_eq!(v["error"]["code"], "BackendTlsError");
         assert_eq!(v["error"]["details"][0]["reason"], "UntrustedChain");
-        let v: serde_json::Value = serde_json::from_slice(&error_body(&ProxyError::new(404, "NotFound", "y"))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body(&ProxyError::new(404, "NotFound", "y"))).unwrap();
         assert_eq!(v["error"]["details"], serde_json::json!([]));
     }
 }

@@ -22,7 +22,8 @@ pub const UPSTREAM_HANDSHAKES_TOTAL: &str = "edgegw_upstream_handshakes_total";
 pub const UPSTREAM_POOL_TOTAL: &str = "edgegw_upstream_pool_total";
 pub const UPSTREAM_TLS_ERRORS_TOTAL: &str = "edgegw_upstream_tls_errors_total";
 pub const UPSTREAM_POOL_EVICTIONS_TOTAL: &str = "edgegw_upstream_pool_evictions_total";
-pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str = "edgegw_certificate_expiry_timestamp_seconds";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "edgegw_certificate_expiry_timestamp_seconds";
 pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_connections_total";
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
 pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
@@ -48,16 +49,48 @@ pub fn install() -> Result<PrometheusHandle, String> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(REQUESTS_TOTAL, "Requests answered, by API and status code.");
-    describe_histogram!(REQUEST_DURATION_SECONDS, Unit::Seconds, "Time from request head to the end of the response.");
-    describe_counter!(DOWNSTREAM_HANDSHAKES_TOTAL, "TLS handshakes with clients, full or resumed.");
-    describe_counter!(UPSTREAM_HANDSHAKES_TOTAL, "TLS handshakes with backends, full or resumed.");
-    describe_counter!(UPSTREAM_POOL_TOTAL, "Upstream connection requests served from the pool (hit) or by a new connection (miss).");
-    describe_counter!(UPSTREAM_TLS_ERRORS_TOTAL, "Failed TLS connections to backends, by reason.");
-    describe_counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "Idle upstream connections dropped, by reason.");
-    describe_gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, Unit::Seconds, "Expiry (notAfter) of each uploaded client certificate, Unix time.");
-    describe_counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "Client connections accepted by each worker.");
-    describe_gauge!(WORKER_ACTIVE_CONNECTIONS, "Client connections open on each worker.");
-    describe_gauge!(CONFIG_GENERATION, "Generation of the configuration snapshot in use; grows with every change.");
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from request head to the end of the response."
+    );
+    describe_counter!(
+        DOWNSTREAM_HANDSHAKES_TOTAL,
+        "TLS handshakes with clients, full or resumed."
+    );
+    describe_counter!(
+        UPSTREAM_HANDSHAKES_TOTAL,
+        "TLS handshakes with backends, full or resumed."
+    );
+    describe_counter!(
+        UPSTREAM_POOL_TOTAL,
+        "Upstream connection requests served from the pool (hit) or by a new connection (miss)."
+    );
+    describe_counter!(
+        UPSTREAM_TLS_ERRORS_TOTAL,
+        "Failed TLS connections to backends, by reason."
+    );
+    describe_counter!(
+        UPSTREAM_POOL_EVICTIONS_TOTAL,
+        "Idle upstream connections dropped, by reason."
+    );
+    describe_gauge!(
+        CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+        Unit::Seconds,
+        "Expiry (notAfter) of each uploaded client certificate, Unix time."
+    );
+    describe_counter!(
+        WORKER_ACCEPTED_CONNECTIONS_TOTAL,
+        "Client connections accepted by each worker."
+    );
+    describe_gauge!(
+        WORKER_ACTIVE_CONNECTIONS,
+        "Client connections open on each worker."
+    );
+    describe_gauge!(
+        CONFIG_GENERATION,
+        "Generation of the configuration snapshot in use; grows with every change."
+    );
     describe_counter!(TICKET_KEY_ROTATIONS_TOTAL, "Session-ticket key rotations.");
 }
 
@@ -142,7 +175,9 @@ impl WorkerMetrics {
         self.durations
             .borrow_mut()
             .entry(api.clone())
-            .or_insert_with(|| metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api.to_string()))
+            .or_insert_with(
+                || metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api.to_string()),
+            )
             .record(elapsed.as_secs_f64());
     }
 

@@ -112,8 +112,7 @@ pub fn parse_credentials(c: &CredentialsBody) -> Result<CertificateRef, InvalidR
                 )
             }),
         _ => Err(InvalidRequest(
-            "credentials needs exactly one of certificateId and certificateThumbprint."
-                .to_owned(),
+            "credentials needs exactly one of certificateId and certificateThumbprint.".to_owned(),
         )),
     }
 }
@@ -252,6 +251,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -266,20 +266,51 @@ mod tests {
     #[test]
     fn urls() {
         let u = url("https://api.example.com").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.base_path.as_str()), (true, "api.example.com", 443, ""));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.base_path.as_str()),
+            (true, "api.example.com", 443, "")
+        );
         let u = url("http://10.0.0.1:8080/base/v1/").unwrap();
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.base_path.as_str()), (false, "10.0.0.1", 8080, "/base/v1"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.base_path.as_str()),
+            (false, "10.0.0.1", 8080, "/base/v1")
+        );
         let u = url("https://[::1]:9443/x").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("::1", 9443, "/x"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.base_path.as_str()),
+            ("::1", 9443, "/x")
+        );
         let u = url("https://[2001:db8::1]/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("2001:db8::1", 443, ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.base_path.as_str()),
+            ("2001:db8::1", 443, "")
+        );
         assert_eq!(url("HTTPS://Host/").unwrap().host, "Host");
         for bad in [
-            "", "ftp://x", "https://", "https:///path", "https://x?y=1", "https://x/a?b",
-            "https://x#f", "https://u:p@x", "https://u@x", "https://x:0", "https://x:65536",
-            "https://x:", "https://x:8a", "https://[::1", "https://[zz]:1", "https://[::1]x",
-            "https://a b", "https://x/../y", "https://x/a//b", "https://a:1:2", "//x",
-            "https://x\n", "https://.x", "https://x..y",
+            "",
+            "ftp://x",
+            "https://",
+            "https:///path",
+            "https://x?y=1",
+            "https://x/a?b",
+            "https://x#f",
+            "https://u:p@x",
+            "https://u@x",
+            "https://x:0",
+            "https://x:65536",
+            "https://x:",
+            "https://x:8a",
+            "https://[::1",
+            "https://[zz]:1",
+            "https://[::1]x",
+            "https://a b",
+            "https://x/../y",
+            "https://x/a//b",
+            "https://a:1:2",
+            "//x",
+            "https://x\n",
+            "https://.x",
+            "https://x..y",
         ] {
             assert!(url(bad).is_err(), "{bad:?} should be refused");
         }
@@ -288,7 +319,11 @@ mod tests {
     #[test]
     fn bodies() {
         let id = ResourceId::parse("b1").unwrap();
-        let b = parse_backend(id.clone(), &body(r#"{"url":"https://h:8443/api/"}"#).unwrap()).unwrap();
+        let b = parse_backend(
+            id.clone(),
+            &body(r#"{"url":"https://h:8443/api/"}"#).unwrap(),
+        )
+        .unwrap();
         assert!(b.validate_chain && b.validate_name && b.credential.is_none());
         assert_eq!(b.url_text, "https://h:8443/api/");
         assert_eq!(b.url.base_path, "/api");
@@ -298,19 +333,31 @@ mod tests {
         )
         .unwrap();
         assert!(b.validate_chain && !b.validate_name);
-        assert_eq!(b.credential, Some(CertificateRef::Id(ResourceId::parse("c1").unwrap())));
+        assert_eq!(
+            b.credential,
+            Some(CertificateRef::Id(ResourceId::parse("c1").unwrap()))
+        );
         let t = "aa".repeat(20);
         let b = parse_backend(
             id.clone(),
-            &body(&format!(r#"{{"url":"https://h","credentials":{{"certificateThumbprint":"{t}"}}}}"#)).unwrap(),
+            &body(&format!(
+                r#"{{"url":"https://h","credentials":{{"certificateThumbprint":"{t}"}}}}"#
+            ))
+            .unwrap(),
         )
         .unwrap();
-        assert_eq!(b.credential, Some(CertificateRef::Thumbprint(Thumbprint([0xaa; 20]))));
+        assert_eq!(
+            b.credential,
+            Some(CertificateRef::Thumbprint(Thumbprint([0xaa; 20])))
+        );
         // Round trip through the stored form.
         let again = parse_backend(id.clone(), &backend_body(&b)).unwrap();
         assert_eq!(again, b);
         let json = serde_json::to_value(backend_resource(&b)).unwrap();
-        assert_eq!(json["credentials"]["certificateThumbprint"], "AA".repeat(20));
+        assert_eq!(
+            json["credentials"]["certificateThumbprint"],
+            "AA".repeat(20)
+        );
         assert_eq!(json["tls"]["validateCertificateChain"], true);
         let plain = parse_backend(id.clone(), &body(r#"{"url":"http://h"}"#).unwrap()).unwrap();
         let json = serde_json::to_value(backend_resource(&plain)).unwrap();
@@ -327,7 +374,12 @@ mod tests {
             let b = body(bad).unwrap();
             assert!(parse_backend(id.clone(), &b).is_err(), "{bad}");
         }
-        for bad in [r#"{"url":"https://h","extra":1}"#, r#"{"tls":{}}"#, r#"{"url":"https://h","tls":{"x":true}}"#, r#"{"url":5}"#] {
+        for bad in [
+            r#"{"url":"https://h","extra":1}"#,
+            r#"{"tls":{}}"#,
+            r#"{"url":"https://h","tls":{"x":true}}"#,
+            r#"{"url":5}"#,
+        ] {
             assert!(body(bad).is_err(), "{bad}");
         }
     }

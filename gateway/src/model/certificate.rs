@@ -66,9 +66,9 @@ impl fmt::Display for CertificateError {
             Self::MissingPrivateKey => {
                 f.write_str("The PKCS#12 file contains no private key for the certificate.")
             }
-            Self::KeyMismatch => f.write_str(
-                "The private key in the PKCS#12 file does not match its certificate.",
-            ),
+            Self::KeyMismatch => {
+                f.write_str("The private key in the PKCS#12 file does not match its certificate.")
+            }
             Self::CertificateExpired { not_after } => write!(
                 f,
                 "The certificate expired on {}.",
@@ -248,7 +248,8 @@ pub fn asn1_to_datetime(t: &Asn1TimeRef) -> Result<OffsetDateTime, String> {
     let epoch = Asn1Time::from_unix(0).map_err(|e| reasons(&e))?;
     let diff = epoch.diff(t).map_err(|e| reasons(&e))?;
     let secs = i64::from(diff.days) * 86_400 + i64::from(diff.secs);
-    OffsetDateTime::from_unix_timestamp(secs).map_err(|_| "certificate time out of range".to_owned())
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|_| "certificate time out of range".to_owned())
 }
 
 /// Maps a BoringSSL error stack from PKCS#12 parsing to a [`CertificateError`].
@@ -358,6 +359,7 @@ impl StoredCertificate {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
@@ -411,62 +413,144 @@ pub(crate) mod tests {
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rsa.key",
-                    "-out", "rsa.pem", "-subj", "/CN=client-1/O=Contoso", "-days", "30",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "rsa.key",
+                    "-out",
+                    "rsa.pem",
+                    "-subj",
+                    "/CN=client-1/O=Contoso",
+                    "-days",
+                    "30",
                 ],
             );
             // A CA and an EC P-256 leaf it signs.
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384",
-                    "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-subj",
-                    "/CN=Test CA/O=Contoso", "-days", "30",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-384",
+                    "-nodes",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-subj",
+                    "/CN=Test CA/O=Contoso",
+                    "-days",
+                    "30",
                 ],
             );
             openssl(
                 d,
                 &[
-                    "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", "ec.key", "-out", "ec.csr", "-subj", "/CN=client-2/O=Contoso",
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    "ec.key",
+                    "-out",
+                    "ec.csr",
+                    "-subj",
+                    "/CN=client-2/O=Contoso",
                 ],
             );
             openssl(
                 d,
                 &[
-                    "x509", "-req", "-in", "ec.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                    "-CAcreateserial", "-out", "ec.pem", "-days", "30",
+                    "x509",
+                    "-req",
+                    "-in",
+                    "ec.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "ec.pem",
+                    "-days",
+                    "30",
                 ],
             );
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ed25519", "-nodes", "-keyout", "ed.key", "-out",
-                    "ed.pem", "-subj", "/CN=client-3", "-days", "30",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ed25519",
+                    "-nodes",
+                    "-keyout",
+                    "ed.key",
+                    "-out",
+                    "ed.pem",
+                    "-subj",
+                    "/CN=client-3",
+                    "-days",
+                    "30",
                 ],
             );
             // Modern (OpenSSL 3 default: AES-256-CBC + PBKDF2, SHA-256 MAC).
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-in", "rsa.pem", "-inkey", "rsa.key", "-passout",
-                    "pass:s3cret-Pa55", "-out", "modern.p12",
+                    "pkcs12",
+                    "-export",
+                    "-in",
+                    "rsa.pem",
+                    "-inkey",
+                    "rsa.key",
+                    "-passout",
+                    "pass:s3cret-Pa55",
+                    "-out",
+                    "modern.p12",
                 ],
             );
             // Legacy (RC2 + 3DES, SHA-1 MAC).
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-legacy", "-in", "rsa.pem", "-inkey", "rsa.key",
-                    "-passout", "pass:s3cret-Pa55", "-out", "legacy.p12",
+                    "pkcs12",
+                    "-export",
+                    "-legacy",
+                    "-in",
+                    "rsa.pem",
+                    "-inkey",
+                    "rsa.key",
+                    "-passout",
+                    "pass:s3cret-Pa55",
+                    "-out",
+                    "legacy.p12",
                 ],
             );
             // EC leaf with its CA in the chain, empty password.
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-in", "ec.pem", "-inkey", "ec.key", "-certfile",
-                    "ca.pem", "-passout", "pass:", "-out", "chain.p12",
+                    "pkcs12",
+                    "-export",
+                    "-in",
+                    "ec.pem",
+                    "-inkey",
+                    "ec.key",
+                    "-certfile",
+                    "ca.pem",
+                    "-passout",
+                    "pass:",
+                    "-out",
+                    "chain.p12",
                 ],
             );
             openssl(
@@ -480,8 +564,15 @@ pub(crate) mod tests {
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-nokeys", "-in", "rsa.pem", "-passout", "pass:pw",
-                    "-out", "nokey.p12",
+                    "pkcs12",
+                    "-export",
+                    "-nokeys",
+                    "-in",
+                    "rsa.pem",
+                    "-passout",
+                    "pass:pw",
+                    "-out",
+                    "nokey.p12",
                 ],
             );
             // Key bag and certificate bag that do not belong together (EC key, RSA cert;
@@ -489,27 +580,64 @@ pub(crate) mod tests {
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-nocerts", "-inkey", "ec.key", "-certfile", "rsa.pem",
-                    "-passout", "pass:pw", "-out", "mismatch.p12",
+                    "pkcs12",
+                    "-export",
+                    "-nocerts",
+                    "-inkey",
+                    "ec.key",
+                    "-certfile",
+                    "rsa.pem",
+                    "-passout",
+                    "pass:pw",
+                    "-out",
+                    "mismatch.p12",
                 ],
             );
-            openssl(d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa2.key"]);
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-nocerts", "-inkey", "rsa2.key", "-certfile", "rsa.pem",
-                    "-passout", "pass:pw", "-out", "mismatch-rsa.p12",
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "rsa2.key",
                 ],
             );
             openssl(
                 d,
                 &[
-                    "pkcs12", "-export", "-nocerts", "-inkey", "rsa2.key", "-passout", "pass:pw",
-                    "-out", "keyonly.p12",
+                    "pkcs12",
+                    "-export",
+                    "-nocerts",
+                    "-inkey",
+                    "rsa2.key",
+                    "-certfile",
+                    "rsa.pem",
+                    "-passout",
+                    "pass:pw",
+                    "-out",
+                    "mismatch-rsa.p12",
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "pkcs12",
+                    "-export",
+                    "-nocerts",
+                    "-inkey",
+                    "rsa2.key",
+                    "-passout",
+                    "pass:pw",
+                    "-out",
+                    "keyonly.p12",
                 ],
             );
             // An expired certificate (2001-2004), made with BoringSSL, packed by the CLI.
-            let key = PKey::private_key_from_pem(&std::fs::read(d.join("rsa.key")).unwrap()).unwrap();
+            let key =
+                PKey::private_key_from_pem(&std::fs::read(d.join("rsa.key")).unwrap()).unwrap();
             let mut b = boring::x509::X509Builder::new().unwrap();
             let mut name = boring::x509::X509NameBuilder::new().unwrap();
             name.append_entry_by_text("CN", "old").unwrap();
@@ -517,8 +645,10 @@ pub(crate) mod tests {
             b.set_subject_name(&name).unwrap();
             b.set_issuer_name(&name).unwrap();
             b.set_pubkey(&key).unwrap();
-            b.set_not_before(&Asn1Time::from_unix(1_000_000_000).unwrap()).unwrap();
-            b.set_not_after(&Asn1Time::from_unix(1_100_000_000).unwrap()).unwrap();
+            b.set_not_before(&Asn1Time::from_unix(1_000_000_000).unwrap())
+                .unwrap();
+            b.set_not_after(&Asn1Time::from_unix(1_100_000_000).unwrap())
+                .unwrap();
             b.sign(&key, MessageDigest::sha256()).unwrap();
             std::fs::write(d.join("old.pem"), b.build().to_pem().unwrap()).unwrap();
             openssl(
@@ -579,7 +709,10 @@ pub(crate) mod tests {
         assert!(!c.info.self_signed);
         assert_eq!(c.info.key_algorithm, "EC-P256");
         assert_eq!(c.chain.len(), 1);
-        assert_eq!(format_name(c.chain[0].subject_name()), "CN=Test CA, O=Contoso");
+        assert_eq!(
+            format_name(c.chain[0].subject_name()),
+            "CN=Test CA, O=Contoso"
+        );
         assert_eq!(key_algorithm(&f.pem_key("ca.key")), "EC-P384");
         let c = parse_pkcs12(id("c3"), &f.read("ed.p12"), "pw").unwrap();
         assert_eq!(c.info.key_algorithm, "Ed25519");
@@ -590,7 +723,13 @@ pub(crate) mod tests {
     #[test]
     fn wrong_password_is_never_invalid_pkcs12() {
         let f = Fixtures::new();
-        for name in ["modern.p12", "legacy.p12", "chain.p12", "ed.p12", "nokey.p12"] {
+        for name in [
+            "modern.p12",
+            "legacy.p12",
+            "chain.p12",
+            "ed.p12",
+            "nokey.p12",
+        ] {
             for pw in ["wrong", "", "s3cret-Pa5", "pw\0x"] {
                 if (name == "chain.p12" && pw.is_empty()) || (name == "ed.p12" && pw == "pw") {
                     continue;
@@ -663,7 +802,9 @@ pub(crate) mod tests {
         assert!(opened.key.public_eq(&c.key));
         // Another id (AAD) or another key does not open it.
         assert!(back.open(id("other"), &mk).is_err());
-        assert!(back.open(id("c2"), &MasterKey::from_bytes([8u8; 32])).is_err());
+        assert!(back
+            .open(id("c2"), &MasterKey::from_bytes([8u8; 32]))
+            .is_err());
         assert!(!format!("{stored:?}").contains(&stored.sealed_key));
     }
 

@@ -60,7 +60,9 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
     let err_at = |pos: u64, what: String| {
         let (line, column) = line_column(xml, pos);
         PolicyError {
-            message: format!("The policy XML is not valid at line {line}, column {column}: {what}."),
+            message: format!(
+                "The policy XML is not valid at line {line}, column {column}: {what}."
+            ),
             line,
             column,
         }
@@ -77,13 +79,21 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
         let event = match reader.read_event() {
             Ok(e) => e,
             Err(e) => {
-                return Err(err_at(reader.error_position(), format!("malformed XML ({e})")));
+                return Err(err_at(
+                    reader.error_position(),
+                    format!("malformed XML ({e})"),
+                ));
             }
         };
         match event {
             Event::Eof => break,
             Event::Decl(_) | Event::Comment(_) => {}
-            Event::PI(_) => return Err(err_at(start, "processing instructions are not supported".into())),
+            Event::PI(_) => {
+                return Err(err_at(
+                    start,
+                    "processing instructions are not supported".into(),
+                ))
+            }
             Event::DocType(_) => return Err(err_at(start, "a DOCTYPE is not allowed".into())),
             Event::Text(t) => {
                 if !t.iter().all(|b| b.is_ascii_whitespace()) {
@@ -128,6 +138,7 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
                         no_attributes(e, &name).map_err(|m| err_at(start, m))?;
                     }
                     2 => {
+                        // Index 1 exists: this arm runs only when the stack holds two elements.
                         let section = stack[1].as_str();
                         match name.as_str() {
                             "base" => no_attributes(e, &name).map_err(|m| err_at(start, m))?,
@@ -138,8 +149,9 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
                                         "<authentication-certificate> appears twice".into(),
                                     ));
                                 }
-                                certificate =
-                                    Some(authentication_certificate(e).map_err(|m| err_at(start, m))?);
+                                certificate = Some(
+                                    authentication_certificate(e).map_err(|m| err_at(start, m))?,
+                                );
                             }
                             "authentication-certificate" => {
                                 return Err(err_at(
@@ -171,7 +183,10 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
     }
     let end = reader.buffer_position();
     if let Some(open) = stack.last() {
-        return Err(err_at(end, format!("the document ends before <{open}> is closed")));
+        return Err(err_at(
+            end,
+            format!("the document ends before <{open}> is closed"),
+        ));
     }
     if !seen_root {
         return Err(err_at(end, "the document has no <policies> element".into()));
@@ -190,12 +205,14 @@ fn text_error(stack: &[String]) -> String {
 }
 
 fn no_attributes(e: &BytesStart<'_>, element: &str) -> Result<(), String> {
-    for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("malformed attribute on <{element}> ({err})"))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        return Err(format!("attribute '{key}' is not supported on <{element}>"));
+    match e.attributes().next() {
+        None => Ok(()),
+        Some(Err(err)) => Err(format!("malformed attribute on <{element}> ({err})")),
+        Some(Ok(attr)) => {
+            let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+            Err(format!("attribute '{key}' is not supported on <{element}>"))
+        }
     }
-    Ok(())
 }
 
 fn authentication_certificate(e: &BytesStart<'_>) -> Result<CertificateRef, String> {
@@ -248,6 +265,7 @@ fn line_column(text: &str, pos: u64) -> (usize, usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -271,8 +289,16 @@ mod tests {
             "<?xml version=\"1.0\"?>\n<!-- c --><policies><inbound><authentication-certificate thumbprint='{t}'/></inbound></policies>"
         );
         let p = parse_policy(&xml).unwrap();
-        assert_eq!(p.authentication_certificate, Some(CertificateRef::Thumbprint(Thumbprint([0xab; 20]))));
-        for ok in ["<policies/>", "<policies></policies>", "<policies><inbound></inbound></policies>", "<policies><backend><base></base></backend></policies>\n"] {
+        assert_eq!(
+            p.authentication_certificate,
+            Some(CertificateRef::Thumbprint(Thumbprint([0xab; 20])))
+        );
+        for ok in [
+            "<policies/>",
+            "<policies></policies>",
+            "<policies><inbound></inbound></policies>",
+            "<policies><backend><base></base></backend></policies>\n",
+        ] {
             assert!(parse_policy(ok).is_ok(), "{ok}");
         }
     }
@@ -285,7 +311,9 @@ mod tests {
 
     #[test]
     fn unsupported_elements_are_named() {
-        let e = err("<policies>\n  <inbound>\n    <rate-limit calls=\"1\" />\n  </inbound>\n</policies>");
+        let e = err(
+            "<policies>\n  <inbound>\n    <rate-limit calls=\"1\" />\n  </inbound>\n</policies>",
+        );
         assert!(e.message.contains("<rate-limit>"), "{}", e.message);
         assert_eq!((e.line, e.column), (3, 5));
         assert!(e.message.contains("line 3, column 5"), "{}", e.message);
@@ -296,7 +324,11 @@ mod tests {
         let e = err("<policies><inbound/><inbound/></policies>");
         assert!(e.message.contains("twice"));
         let e = err("<policies><backend><authentication-certificate certificate-id=\"a\"/></backend></policies>");
-        assert!(e.message.contains("only supported in <inbound>"), "{}", e.message);
+        assert!(
+            e.message.contains("only supported in <inbound>"),
+            "{}",
+            e.message
+        );
         let e = err("<policies><inbound><base><x/></base></inbound></policies>");
         assert!(e.message.contains("<x>"));
         let e = err("<policies>hello</policies>");
@@ -325,8 +357,14 @@ mod tests {
         ] {
             err(&wrap(&bad));
         }
-        let p = parse_policy(&wrap("<authentication-certificate certificate-id=\"a&#46;b\"/>")).unwrap();
-        assert_eq!(p.authentication_certificate, Some(CertificateRef::Id(ResourceId::parse("a.b").unwrap())));
+        let p = parse_policy(&wrap(
+            "<authentication-certificate certificate-id=\"a&#46;b\"/>",
+        ))
+        .unwrap();
+        assert_eq!(
+            p.authentication_certificate,
+            Some(CertificateRef::Id(ResourceId::parse("a.b").unwrap()))
+        );
     }
 
     #[test]
@@ -340,7 +378,11 @@ mod tests {
         ] {
             let e = err(xml);
             assert_eq!(e.line, line, "{xml:?}: {}", e.message);
-            assert!(e.message.contains(&format!("line {line}, column")), "{}", e.message);
+            assert!(
+                e.message.contains(&format!("line {line}, column")),
+                "{}",
+                e.message
+            );
         }
     }
 

@@ -47,7 +47,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     // Control-plane state: store, keys, snapshot publisher.
     if config.store.kind == StoreKind::Etcd {
-        return Err(RunError("store.kind = \"etcd\" is not available in this build yet; use \"embedded\"".into()));
+        return Err(RunError(
+            "store.kind = \"etcd\" is not available in this build yet; use \"embedded\"".into(),
+        ));
     }
     let master_key = MasterKey::resolve(
         std::env::var("EDGEGW_MASTER_KEY").ok(),
@@ -74,7 +76,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let publisher = publisher.clone();
         Box::new(move |resources: &crate::model::Resources| publisher.publish(resources))
     };
-    let control = Arc::new(ControlPlane::open(store, master_key, publish).map_err(|e| fail("loading the store", e))?);
+    let control = Arc::new(
+        ControlPlane::open(store, master_key, publish).map_err(|e| fail("loading the store", e))?,
+    );
 
     // TLS for clients: one acceptor shared by all workers.
     let tickets = TicketKeys::random().map_err(|e| fail("ticket keys", e))?;
@@ -100,7 +104,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .collect::<Result<Vec<_>, _>>()?;
     steering_note(&config);
 
-    let driver = Driver::choose(std::env::var("EDGEGW_IO_DRIVER").ok().as_deref()).map_err(RunError)?;
+    let driver =
+        Driver::choose(std::env::var("EDGEGW_IO_DRIVER").ok().as_deref()).map_err(RunError)?;
     tracing::info!(
         driver = driver.name(),
         workers,
@@ -213,8 +218,10 @@ async fn control_plane(
     tickets: TicketKeys,
     rotation: Duration,
 ) -> Result<(), RunError> {
-    let admin_listener = tokio::net::TcpListener::from_std(admin_listener).map_err(|e| fail("admin listener", e))?;
-    let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener).map_err(|e| fail("metrics listener", e))?;
+    let admin_listener =
+        tokio::net::TcpListener::from_std(admin_listener).map_err(|e| fail("admin listener", e))?;
+    let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
+        .map_err(|e| fail("metrics listener", e))?;
     let admin_app = admin::router(control, token);
     let render = prometheus.clone();
     let metrics_app = axum::Router::new().route(
@@ -223,14 +230,19 @@ async fn control_plane(
             let render = render.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     render.render(),
                 )
             }
         }),
     );
-    let admin_server = axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
-    let metrics_server = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(shutdown_signal());
+    let admin_server =
+        axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
+    let metrics_server =
+        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(shutdown_signal());
     let upkeep = async move {
         let mut histograms = tokio::time::interval(Duration::from_secs(5));
         let mut ticket_rotation = tokio::time::interval(rotation);
@@ -294,7 +306,8 @@ fn ensure_port_free(addr: SocketAddr) -> Result<(), RunError> {
 fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, RunError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let context = |e| fail(&format!("listener.address {addr}"), e);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(context)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(context)?;
     socket.set_reuse_address(true).map_err(context)?;
     socket.set_reuse_port(true).map_err(context)?;
     socket.set_nonblocking(true).map_err(context)?;
@@ -302,4 +315,3 @@ fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, RunError> {
     socket.listen(4096).map_err(context)?;
     Ok(socket.into())
 }
-

@@ -43,16 +43,19 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Io(format!("cannot create data directory {}: {e}", dir.display()))
+                StoreError::Io(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
-        let db = Database::create(path).map_err(|e| {
-            StoreError::Backend(format!("cannot open {}: {e}", path.display()))
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let store = Self { db };
         store.write(|tx| {
             for kind in Kind::ALL {
-                tx.open_table(table(kind)).map_err(failed("creating a table"))?;
+                tx.open_table(table(kind))
+                    .map_err(failed("creating a table"))?;
             }
             Ok(())
         })?;
@@ -75,7 +78,9 @@ impl Store for EmbeddedStore {
         let tx = self.db.begin_read().map_err(failed("starting a read"))?;
         let mut out = Vec::new();
         for kind in Kind::ALL {
-            let t = tx.open_table(table(kind)).map_err(failed("opening a table"))?;
+            let t = tx
+                .open_table(table(kind))
+                .map_err(failed("opening a table"))?;
             for item in t.iter().map_err(failed("reading"))? {
                 let (k, v) = item.map_err(failed("reading"))?;
                 out.push((kind, k.value().to_owned(), v.value().to_vec()));
@@ -86,7 +91,9 @@ impl Store for EmbeddedStore {
 
     fn put(&self, kind: Kind, id: &str, record: &[u8]) -> Result<(), StoreError> {
         self.write(|tx| {
-            let mut t = tx.open_table(table(kind)).map_err(failed("opening a table"))?;
+            let mut t = tx
+                .open_table(table(kind))
+                .map_err(failed("opening a table"))?;
             t.insert(id, record).map_err(failed("writing"))?;
             Ok(())
         })
@@ -94,7 +101,9 @@ impl Store for EmbeddedStore {
 
     fn delete(&self, kind: Kind, id: &str) -> Result<(), StoreError> {
         self.write(|tx| {
-            let mut t = tx.open_table(table(kind)).map_err(failed("opening a table"))?;
+            let mut t = tx
+                .open_table(table(kind))
+                .map_err(failed("opening a table"))?;
             t.remove(id).map_err(failed("deleting"))?;
             Ok(())
         })
@@ -102,6 +111,7 @@ impl Store for EmbeddedStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::certificate::tests::TempDir;

@@ -154,9 +154,9 @@ impl MasterKey {
     /// Decodes base64 of exactly 32 bytes (surrounding whitespace ignored). `source`
     /// names where the text came from, for the error message.
     pub fn from_base64(text: &str, source: &str) -> Result<Self, StoreError> {
-        let mut raw = BASE64.decode(text.trim()).map_err(|_| {
-            StoreError::MasterKey(format!("{source} is not valid base64"))
-        })?;
+        let mut raw = BASE64
+            .decode(text.trim())
+            .map_err(|_| StoreError::MasterKey(format!("{source} is not valid base64")))?;
         let result = if raw.len() == 32 {
             let mut bytes = [0u8; 32];
             bytes.copy_from_slice(&raw);
@@ -281,6 +281,7 @@ pub fn read_or_create_secret(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::model::certificate::tests::TempDir;
@@ -308,14 +309,22 @@ mod tests {
         let k2 = MasterKey::resolve(None, Some(Path::new("")), &gen).unwrap();
         assert!(opens(&k2, &seal(&k1)));
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(gen.join(MASTER_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(gen.join(MASTER_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let e = MasterKey::resolve(Some("not base64!".into()), None, dir.path()).unwrap_err();
-        assert!(e.to_string().contains("EDGEGW_MASTER_KEY is not valid base64"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("EDGEGW_MASTER_KEY is not valid base64"),
+            "{e}"
+        );
         let e = MasterKey::resolve(Some(BASE64.encode([0u8; 16])), None, dir.path()).unwrap_err();
         assert!(e.to_string().contains("exactly 32 bytes"), "{e}");
-        let e = MasterKey::resolve(None, Some(&dir.path().join("missing")), dir.path()).unwrap_err();
+        let e =
+            MasterKey::resolve(None, Some(&dir.path().join("missing")), dir.path()).unwrap_err();
         assert!(e.to_string().contains("cannot read"), "{e}");
         assert_eq!(format!("{k1:?}"), "MasterKey(<redacted>)");
     }

@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use boring::ssl::{
-    Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode,
-    SslVersion,
+    Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use boring::x509::X509VerifyError;
 
@@ -67,7 +66,10 @@ pub fn classify_failure(ssl: &SslRef, error: &boring::ssl::Error) -> TlsFailure 
         };
     }
     let rejected = error.ssl_error().is_some_and(|stack| {
-        stack.errors().iter().any(|e| e.reason().is_some_and(names_client_certificate_alert))
+        stack
+            .errors()
+            .iter()
+            .any(|e| e.reason().is_some_and(names_client_certificate_alert))
     });
     if rejected {
         TlsFailure::ClientCertificateRejected

@@ -64,13 +64,26 @@ pub fn build_acceptor(
     };
     builder
         .set_certificate_chain_file(&cert_path)
-        .map_err(|e| err(&format!("loading listener.certificate {}", cert_path.display()), e))?;
+        .map_err(|e| {
+            err(
+                &format!("loading listener.certificate {}", cert_path.display()),
+                e,
+            )
+        })?;
     builder
         .set_private_key_file(&key_path, boring::ssl::SslFiletype::PEM)
-        .map_err(|e| err(&format!("loading listener.private_key {}", key_path.display()), e))?;
-    builder
-        .check_private_key()
-        .map_err(|e| err("listener.private_key does not match listener.certificate", e))?;
+        .map_err(|e| {
+            err(
+                &format!("loading listener.private_key {}", key_path.display()),
+                e,
+            )
+        })?;
+    builder.check_private_key().map_err(|e| {
+        err(
+            "listener.private_key does not match listener.certificate",
+            e,
+        )
+    })?;
     let groups = settings.key_exchange_groups.join(":");
     builder
         .set_curves_list(&groups)
@@ -99,8 +112,12 @@ fn ensure_self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), ServerTlsEr
     let key = generate_p256_key().map_err(|e| err("generating the listener key", e))?;
     let cert = self_signed_cert(&key, "localhost")
         .map_err(|e| err("generating the listener certificate", e))?;
-    let key_pem = key.private_key_to_pem_pkcs8().map_err(|e| err("encoding the key", e))?;
-    let cert_pem = cert.to_pem().map_err(|e| err("encoding the certificate", e))?;
+    let key_pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(|e| err("encoding the key", e))?;
+    let cert_pem = cert
+        .to_pem()
+        .map_err(|e| err("encoding the certificate", e))?;
     fs::create_dir_all(data_dir)
         .map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
     write_private(&key_path, &key_pem)

@@ -102,7 +102,11 @@ impl TlsStream {
         };
         let ssl = SslStream::new(ssl, transport)
             .map_err(|e| TlsError::Io(io::Error::other(e.to_string())))?;
-        Ok(Self { tcp, ssl, is_server })
+        Ok(Self {
+            tcp,
+            ssl,
+            is_server,
+        })
     }
 
     /// Runs the server side of the handshake.
@@ -121,7 +125,11 @@ impl TlsStream {
     pub async fn handshake(&mut self) -> Result<(), TlsError> {
         loop {
             // SSL_accept / SSL_connect set the role on first call and resume afterwards.
-            let step = if self.is_server { self.ssl.accept() } else { self.ssl.connect() };
+            let step = if self.is_server {
+                self.ssl.accept()
+            } else {
+                self.ssl.connect()
+            };
             match step {
                 Ok(()) => return self.flush().await,
                 Err(e) => self.wait_for(e).await?,

@@ -25,7 +25,11 @@ struct TicketKey {
 
 impl TicketKey {
     fn random() -> Result<Self, boring::error::ErrorStack> {
-        let mut key = Self { name: [0; 16], aes_key: [0; 32], hmac_key: [0; 32] };
+        let mut key = Self {
+            name: [0; 16],
+            aes_key: [0; 32],
+            hmac_key: [0; 32],
+        };
         boring::rand::rand_bytes(&mut key.name)?;
         boring::rand::rand_bytes(&mut key.aes_key)?;
         boring::rand::rand_bytes(&mut key.hmac_key)?;
@@ -44,8 +48,13 @@ impl TicketKey {
             out.copy_from_slice(&digest);
             Ok(out)
         };
-        let mut key = Self { name: [0; 16], aes_key: part(b"edgegw ticket aes")?, hmac_key: part(b"edgegw ticket hmac")? };
-        key.name.copy_from_slice(&part(b"edgegw ticket name")?[..16]);
+        let mut key = Self {
+            name: [0; 16],
+            aes_key: part(b"edgegw ticket aes")?,
+            hmac_key: part(b"edgegw ticket hmac")?,
+        };
+        key.name
+            .copy_from_slice(&part(b"edgegw ticket name")?[..16]);
         Ok(key)
     }
 }
@@ -79,8 +88,13 @@ impl TicketKeys {
     }
 
     fn with_current(current: TicketKey) -> Self {
-        let ring = KeyRing { current, previous: None };
-        Self { ring: Arc::new(ArcSwap::from_pointee(ring)) }
+        let ring = KeyRing {
+            current,
+            previous: None,
+        };
+        Self {
+            ring: Arc::new(ArcSwap::from_pointee(ring)),
+        }
     }
 
     /// Makes a new random key current; the current one becomes the previous one.
@@ -88,7 +102,10 @@ impl TicketKeys {
         let fresh = TicketKey::random()?;
         // Only the control plane rotates, so load-then-store cannot race another writer.
         let old = self.ring.load();
-        let ring = KeyRing { current: fresh, previous: Some(copy_key(&old.current)) };
+        let ring = KeyRing {
+            current: fresh,
+            previous: Some(copy_key(&old.current)),
+        };
         self.ring.store(Arc::new(ring));
         Ok(())
     }
@@ -134,7 +151,11 @@ impl TicketKeys {
 }
 
 fn copy_key(key: &TicketKey) -> TicketKey {
-    TicketKey { name: key.name, aes_key: key.aes_key, hmac_key: key.hmac_key }
+    TicketKey {
+        name: key.name,
+        aes_key: key.aes_key,
+        hmac_key: key.hmac_key,
+    }
 }
 
 fn init_contexts(

@@ -134,11 +134,19 @@ pub struct Handshake {
 
 impl WorkerUpstreams {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
-        Self { pool: Pool::new(max_idle_per_key, idle_timeout), sessions: HashMap::new(), connect_timeout }
+        Self {
+            pool: Pool::new(max_idle_per_key, idle_timeout),
+            sessions: HashMap::new(),
+            connect_timeout,
+        }
     }
 
     /// A pooled connection for `key` that is still usable, if any.
-    pub fn checkout(&mut self, key: &PoolKey, mut on_evict: impl FnMut(Eviction)) -> Option<UpstreamConn> {
+    pub fn checkout(
+        &mut self,
+        key: &PoolKey,
+        mut on_evict: impl FnMut(Eviction),
+    ) -> Option<UpstreamConn> {
         let now = Instant::now();
         while let Some(mut conn) = self.pool.checkout(key, now, &mut on_evict) {
             if !conn.io.is_stale() && conn.buffered.is_empty() {
@@ -182,41 +190,64 @@ pub async fn connect(
     session: Option<SslSession>,
     connect_timeout: Duration,
 ) -> Result<(UpstreamConn, Handshake), ConnectError> {
-    let endpoint = target.endpoint.as_ref().map_err(|e| ConnectError::Unreachable(e.clone()))?;
+    let endpoint = target
+        .endpoint
+        .as_ref()
+        .map_err(|e| ConnectError::Unreachable(e.clone()))?;
     let connect = TcpStream::connect_addr(endpoint.addr);
     let tcp = match monoio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Err(ConnectError::Timeout),
         Ok(Err(e)) => {
-            return Err(ConnectError::Unreachable(format!("connecting to {}: {e}", endpoint.addr)))
+            return Err(ConnectError::Unreachable(format!(
+                "connecting to {}: {e}",
+                endpoint.addr
+            )))
         }
         Ok(Ok(tcp)) => tcp,
     };
     let _ = tcp.set_nodelay(true);
     let key = endpoint.key.clone();
     let Some(tls) = &target.tls else {
-        let io = UpstreamIo::Plain { tcp, scratch: Vec::new() };
+        let io = UpstreamIo::Plain {
+            tcp,
+            scratch: Vec::new(),
+        };
         return Ok((new_conn(io, key), Handshake { resumed: false }));
     };
-    let ssl = client::new_connection(&tls.context, &target.host, tls.validate_name, session.as_ref())
-        .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;
+    let ssl = client::new_connection(
+        &tls.context,
+        &target.host,
+        tls.validate_name,
+        session.as_ref(),
+    )
+    .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;
     let mut stream = TlsStream::client(tcp, ssl)
         .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;
     match monoio::time::timeout(connect_timeout, stream.handshake()).await {
         Err(_) => Err(ConnectError::Timeout),
         Ok(Ok(())) => {
             let resumed = stream.ssl().session_reused();
-            Ok((new_conn(UpstreamIo::Tls(stream), key), Handshake { resumed }))
+            Ok((
+                new_conn(UpstreamIo::Tls(stream), key),
+                Handshake { resumed },
+            ))
         }
         Ok(Err(TlsError::Ssl(e))) => {
             let reason = client::classify_failure(stream.ssl(), &e);
             Err(ConnectError::Tls(reason, e.to_string()))
         }
-        Ok(Err(e)) => {
-            Err(ConnectError::Unreachable(format!("TLS handshake with {}: {e}", endpoint.addr)))
-        }
+        Ok(Err(e)) => Err(ConnectError::Unreachable(format!(
+            "TLS handshake with {}: {e}",
+            endpoint.addr
+        ))),
     }
 }
 
 fn new_conn(io: UpstreamIo, key: PoolKey) -> UpstreamConn {
-    UpstreamConn { io, key, buffered: crate::dataplane::http::InBuffer::new(), reused: false }
+    UpstreamConn {
+        io,
+        key,
+        buffered: crate::dataplane::http::InBuffer::new(),
+        reused: false,
+    }
 }

@@ -28,12 +28,21 @@ pub enum Eviction {
 
 impl<K: Eq + Hash + Clone, C> Pool<K, C> {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
-        Self { idle: HashMap::new(), max_idle_per_key, idle_timeout }
+        Self {
+            idle: HashMap::new(),
+            max_idle_per_key,
+            idle_timeout,
+        }
     }
 
     /// The newest idle connection for `key` that has not expired; expired ones are dropped
     /// and reported through `on_evict`.
-    pub fn checkout(&mut self, key: &K, now: Instant, mut on_evict: impl FnMut(Eviction)) -> Option<C> {
+    pub fn checkout(
+        &mut self,
+        key: &K,
+        now: Instant,
+        mut on_evict: impl FnMut(Eviction),
+    ) -> Option<C> {
         let queue = self.idle.get_mut(key)?;
         let mut found = None;
         while let Some(idle) = queue.pop_back() {
@@ -71,7 +80,10 @@ impl<K: Eq + Hash + Clone, C> Pool<K, C> {
     pub fn evict_expired(&mut self, now: Instant, mut on_evict: impl FnMut(Eviction)) {
         let timeout = self.idle_timeout;
         self.idle.retain(|_, queue| {
-            while queue.front().is_some_and(|idle| now.duration_since(idle.since) >= timeout) {
+            while queue
+                .front()
+                .is_some_and(|idle| now.duration_since(idle.since) >= timeout)
+            {
                 queue.pop_front();
                 on_evict(Eviction::Expired);
             }

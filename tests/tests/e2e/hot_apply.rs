@@ -91,6 +91,7 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
         })
         .collect();
     assert!(wrong.is_empty(), "{} of {} requests sent after the PUT returned presented the old certificate: {:?}", wrong.len(), after.len(), &wrong[..wrong.len().min(3)]);
+    eprintln!("hot apply: {} requests, {before} sent before the PUT returned, {} after", outcomes.len(), after.len());
     let old = outcomes
         .iter()
         .filter(|o| matches!(&o.result, Ok((_, s)) if s == "CN=client-1, O=edgegw-test"))

@@ -13,7 +13,7 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
         client_ca: None,
         ticket_key: Some(pki.ticket_key("backend-ticket.key")),
     });
-    let hits_before = sum(&f.gw.metrics(), "edgegw_upstream_pool_total", &[("result", "hit")]);
+    let hits_before = 0.0 + sum(&f.gw.metrics(), "edgegw_upstream_pool_total", &[("result", "hit")]);
 
     let mut conn = f.client.connect().expect("connect");
     let mut ids = HashSet::new();
@@ -29,6 +29,7 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
     let hits_after = sum(&m, "edgegw_upstream_pool_total", &[("result", "hit")]);
     assert!(hits_after > hits_before, "pool hits did not grow: {hits_before} -> {hits_after}");
     assert!(hits_after - hits_before >= 90.0, "expected ~98 pool hits, got {}", hits_after - hits_before);
+    eprintln!("pooling: upstream connection ids {ids:?}, pool hits {hits_before} -> {hits_after}");
     let resumed_before = sum(&m, "edgegw_upstream_handshakes_total", &[("resumed", "true")]);
 
     // Backend restart with the same ticket key: the pooled connections are dead; the next

@@ -53,12 +53,17 @@ fn restart_keeps_resources_and_keys_are_not_in_the_clear() {
     // Every file under data_dir: no client private key in the clear.
     let files = files_under(&f.gw.data_dir());
     assert!(!files.is_empty(), "data_dir is empty: where is the store?");
+    let total: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    eprintln!("data_dir holds {} files, {total} bytes: {:?}", files.len(), files);
     for name in ["client-1", "client-2"] {
         let der = f.pki.key_der(name);
         let mid = der.len() / 2;
         let der_slice = &der[mid - 16..mid + 16];
-        let b64 = f.pki.key_pem_base64(name);
-        let b64_slice = &b64[b64.len() / 2 - 32..b64.len() / 2 + 32];
+        let b64_line = f.pki.key_pem_base64_line(name);
+        let b64_slice = b64_line.as_str();
+        // Positive control: the search finds the key where it is in the clear.
+        let own = f.pki.read(&format!("{name}.key"));
+        assert!(contains_bytes(&own, b64_slice.as_bytes()) && contains_bytes(&der, der_slice));
         for file in &files {
             let bytes = std::fs::read(file).unwrap_or_default();
             assert!(!contains_bytes(&bytes, &der), "{} holds {name}'s private key DER in the clear", file.display());
