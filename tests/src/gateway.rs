@@ -258,6 +258,20 @@ request_timeout = "{rt}"
         r.text()
     }
 
+    /// Scrape until `sum(name, labels) >= min` (a worker may count a request just after its
+    /// response went out); returns the last scrape and the value.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], min: f64) -> (String, f64) {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            let v = crate::metrics::sum(&m, name, labels) + 0.0;
+            if v >= min || start.elapsed() > Duration::from_secs(5) {
+                return (m, v);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

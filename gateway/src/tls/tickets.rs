@@ -173,3 +173,103 @@ fn init_contexts(
     }
     Ok(TicketKeyCallbackResult::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::server::{build_acceptor, ServerTlsSettings};
+    use boring::ssl::{SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+
+    /// Runs one blocking TLS 1.3 connection against `acceptor`, offering `session`; returns
+    /// whether it resumed and the newest ticket the server sent.
+    fn connect(
+        acceptor: &boring::ssl::SslAcceptor,
+        session: Option<&SslSession>,
+    ) -> (bool, Option<SslSession>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = acceptor.clone();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut tls = acceptor.accept(tcp).unwrap();
+            tls.write_all(b"x").unwrap();
+            let mut buf = [0u8; 1];
+            let _ = tls.read(&mut buf);
+        });
+        let latest: Arc<Mutex<Option<SslSession>>> = Arc::default();
+        let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+        builder.set_verify(SslVerifyMode::NONE);
+        builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+        let sink = latest.clone();
+        builder.set_new_session_callback(move |_, s| *sink.lock().unwrap() = Some(s));
+        let connector = builder.build();
+        let mut ssl = connector.configure().unwrap().into_ssl("localhost").unwrap();
+        if let Some(s) = session {
+            unsafe { ssl.set_session(s).unwrap() };
+        }
+        let mut tls = boring::ssl::SslStream::new(ssl, TcpStream::connect(addr).unwrap()).unwrap();
+        tls.connect().unwrap();
+        let mut buf = [0u8; 1];
+        tls.read_exact(&mut buf).unwrap(); // the ticket arrives with the first read
+        let resumed = tls.ssl().session_reused();
+        tls.write_all(b"y").unwrap();
+        server.join().unwrap();
+        let ticket = latest.lock().unwrap().take();
+        (resumed, ticket)
+    }
+
+    fn acceptor(keys: &TicketKeys, dir: &std::path::Path) -> boring::ssl::SslAcceptor {
+        let groups = vec!["X25519".to_owned()];
+        let settings = ServerTlsSettings {
+            certificate: None,
+            private_key: None,
+            data_dir: dir,
+            session_tickets: true,
+            key_exchange_groups: &groups,
+        };
+        build_acceptor(&settings, keys).unwrap()
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("edgegw-tickets-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_ticket_survives_one_rotation_but_not_two() {
+        let dir = temp_dir("rotate");
+        let keys = TicketKeys::random().unwrap();
+        let acceptor = acceptor(&keys, &dir);
+        let (resumed, ticket) = connect(&acceptor, None);
+        assert!(!resumed);
+        let ticket = ticket.expect("server sent a ticket");
+
+        keys.rotate().unwrap();
+        let (resumed, renewed) = connect(&acceptor, Some(&ticket));
+        assert!(resumed, "the previous key still decrypts");
+        assert!(renewed.is_some(), "a renewed ticket is issued");
+
+        keys.rotate().unwrap();
+        keys.rotate().unwrap();
+        let (resumed, _) = connect(&acceptor, Some(&ticket));
+        assert!(!resumed, "a ticket two rotations old is refused");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn processes_sharing_a_secret_resume_each_others_tickets() {
+        let dir = temp_dir("shared");
+        let a = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), &dir);
+        let b = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), &dir);
+        let c = acceptor(&TicketKeys::from_secret(b"another secret").unwrap(), &dir);
+        let (_, ticket) = connect(&a, None);
+        let ticket = ticket.unwrap();
+        assert!(connect(&b, Some(&ticket)).0);
+        assert!(!connect(&c, Some(&ticket)).0);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

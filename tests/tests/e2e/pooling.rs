@@ -25,8 +25,7 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
     }
     assert!(ids.len() <= 2, "100 sequential requests used {} upstream connections: {ids:?}", ids.len());
 
-    let m = f.gw.metrics();
-    let hits_after = sum(&m, "edgegw_upstream_pool_total", &[("result", "hit")]);
+    let (m, hits_after) = f.gw.wait_metric("edgegw_upstream_pool_total", &[("result", "hit")], hits_before + 99.0);
     assert!(hits_after > hits_before, "pool hits did not grow: {hits_before} -> {hits_after}");
     assert!(hits_after - hits_before >= 90.0, "expected ~98 pool hits, got {}", hits_after - hits_before);
     eprintln!("pooling: upstream connection ids {ids:?}, pool hits {hits_before} -> {hits_after}");
@@ -38,7 +37,7 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
     let r = conn.get("/orders/after-restart");
     let e = echo(&r);
     assert_eq!(e["resumed"], true, "upstream TLS session not resumed after backend restart: {e}");
-    let resumed_after = sum(&f.gw.metrics(), "edgegw_upstream_handshakes_total", &[("resumed", "true")]);
+    let (_, resumed_after) = f.gw.wait_metric("edgegw_upstream_handshakes_total", &[("resumed", "true")], resumed_before + 1.0);
     assert!(resumed_after > resumed_before, "upstream resumed handshakes metric did not grow");
 
     // And it keeps pooling afterwards.

@@ -30,7 +30,7 @@ fn resumption_with(max: Option<SslVersion>) {
         assert!(c.session_reused(), "chained resumption #{i}");
         echo(&c.get("/orders/x"));
     }
-    let after = sum(&f.gw.metrics(), "edgegw_downstream_handshakes_total", &[("resumed", "true")]);
+    let (_, after) = f.gw.wait_metric("edgegw_downstream_handshakes_total", &[("resumed", "true")], before + 12.0);
     assert!(after - before >= 12.0, "resumed handshakes metric grew by {} (expected >= 12)", after - before);
 }
 
