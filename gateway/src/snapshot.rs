@@ -32,6 +32,8 @@ pub struct Target {
     pub endpoint: Result<Endpoint, String>,
     /// `None` for an `http://` backend.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Id of the client certificate presented, or "none" (a metric label).
+    pub certificate_id: Arc<str>,
 }
 
 pub struct Endpoint {
@@ -171,6 +173,7 @@ fn build_target(
         base_path: url.base_path.clone(),
         endpoint: Err(String::new()),
         tls: None,
+        certificate_id: Arc::from(certificate.map_or("none", |c| c.id.as_str())),
     };
     let thumbprint: Option<Thumbprint> = certificate.map(|c| c.info.thumbprint);
     if url.tls {
@@ -269,6 +272,7 @@ mod tests {
                     base_path: String::new(),
                     endpoint: Err(String::new()),
                     tls: None,
+                    certificate_id: Arc::from("none"),
                 }),
             })
             .collect();

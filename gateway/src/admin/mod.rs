@@ -7,6 +7,7 @@
 //! update memory → `publish(&resources)` → respond. Writes are serialized by one mutex; a
 //! failed store write leaves memory unchanged.
 
+pub mod audit;
 pub mod error;
 pub mod http;
 
@@ -14,8 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+pub use audit::{AuditKind, AuditLog, AuditRecord, Operation};
 pub use error::AdminError;
 pub use http::router;
 
@@ -46,6 +48,45 @@ struct State {
     master_key: MasterKey,
     resources: Resources,
     publish: Publish,
+    /// `data_dir/audit.log`; `None` only where no data dir exists (unit tests).
+    audit: Option<AuditLog>,
+}
+
+impl State {
+    /// Commits one change durably: the audit line first (write-ahead, fsynced; if it cannot
+    /// be written the change is refused and nothing changes), then the store write `commit`.
+    /// A failed store write is followed by an `"outcome": "failed"` audit line.
+    fn durable(
+        &mut self,
+        record: &AuditRecord,
+        commit: impl FnOnce(&dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), AdminError> {
+        if let Some(log) = self.audit.as_mut() {
+            log.append(record, None).map_err(|e| {
+                error!(
+                    error = %e,
+                    path = %log.path().display(),
+                    kind = record.kind.as_str(),
+                    id = %record.id,
+                    "audit log write failed; the change is refused"
+                );
+                AdminError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "AuditLogError",
+                    "The change could not be written to the audit log; nothing was changed.",
+                )
+            })?;
+        }
+        if let Err(e) = commit(&*self.store) {
+            if let Some(log) = self.audit.as_mut() {
+                if let Err(ae) = log.append(record, Some("failed")) {
+                    error!(error = %ae, path = %log.path().display(), "audit log write failed");
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
 }
 
 /// The control plane: resources in memory, their durable store, and the publish hook.
@@ -146,8 +187,17 @@ impl ControlPlane {
                 master_key,
                 resources,
                 publish,
+                audit: None,
             }),
         })
+    }
+
+    /// Records every later change in `log` (see [`audit`]): one JSON line, fsynced before
+    /// the change is committed.
+    #[must_use]
+    pub fn with_audit_log(self, log: AuditLog) -> Self {
+        self.lock().audit = Some(log);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -245,7 +295,14 @@ impl ControlPlane {
         };
         let record = StoredCertificate::seal(&cert, &state.master_key)?;
         let record = serde_json::to_vec(&record).map_err(AdminError::internal)?;
-        state.store.put(Kind::Certificate, id.as_str(), &record)?;
+        let audit = AuditRecord {
+            operation: Operation::Put,
+            kind: AuditKind::Certificate,
+            id: id.clone(),
+            thumbprint: Some(cert.info.thumbprint),
+            created: Some(written == Written::Created),
+        };
+        state.durable(&audit, |s| s.put(Kind::Certificate, id.as_str(), &record))?;
         let info = cert.info.clone();
         state
             .resources
@@ -281,7 +338,14 @@ impl ControlPlane {
                 dependents,
             ));
         }
-        state.store.delete(Kind::Certificate, id.as_str())?;
+        let audit = AuditRecord {
+            operation: Operation::Delete,
+            kind: AuditKind::Certificate,
+            id: id.clone(),
+            thumbprint: Some(thumbprint),
+            created: None,
+        };
+        state.durable(&audit, |s| s.delete(Kind::Certificate, id.as_str()))?;
         state.resources.certificates.remove(id);
         (state.publish)(&state.resources);
         info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
@@ -307,7 +371,14 @@ impl ControlPlane {
             Written::Created
         };
         let record = serde_json::to_vec(&backend_body(&backend)).map_err(AdminError::internal)?;
-        state.store.put(Kind::Backend, id.as_str(), &record)?;
+        let audit = AuditRecord {
+            operation: Operation::Put,
+            kind: AuditKind::Backend,
+            id: id.clone(),
+            thumbprint,
+            created: Some(written == Written::Created),
+        };
+        state.durable(&audit, |s| s.put(Kind::Backend, id.as_str(), &record))?;
         let resource = backend_resource(&backend);
         state.resources.backends.insert(id.clone(), backend);
         (state.publish)(&state.resources);
@@ -326,9 +397,14 @@ impl ControlPlane {
     pub fn delete_backend(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        if !state.resources.backends.contains_key(id) {
+        let Some(backend) = state.resources.backends.get(id) else {
             return Err(AdminError::not_found("backend", id));
-        }
+        };
+        let thumbprint = backend
+            .credential
+            .as_ref()
+            .and_then(|r| state.resources.find_certificate(r))
+            .map(|c| c.info.thumbprint);
         let dependents: Vec<serde_json::Value> = state
             .resources
             .apis
@@ -343,7 +419,14 @@ impl ControlPlane {
                 dependents,
             ));
         }
-        state.store.delete(Kind::Backend, id.as_str())?;
+        let audit = AuditRecord {
+            operation: Operation::Delete,
+            kind: AuditKind::Backend,
+            id: id.clone(),
+            thumbprint,
+            created: None,
+        };
+        state.durable(&audit, |s| s.delete(Kind::Backend, id.as_str()))?;
         state.resources.backends.remove(id);
         (state.publish)(&state.resources);
         info!(kind = "backend", id = %id, "backend deleted");
@@ -384,17 +467,24 @@ impl ControlPlane {
             }
             None => Written::Created,
         };
-        self.save_api(state, api, written, "API stored")
+        self.save_api(state, api, written, AuditKind::Api, "API stored")
     }
 
     /// Deletes an API (and its policy).
     pub fn delete_api(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        if !state.resources.apis.contains_key(id) {
+        let Some(api) = state.resources.apis.get(id) else {
             return Err(AdminError::not_found("API", id));
-        }
-        state.store.delete(Kind::Api, id.as_str())?;
+        };
+        let audit = AuditRecord {
+            operation: Operation::Delete,
+            kind: AuditKind::Api,
+            id: id.clone(),
+            thumbprint: effective_thumbprint(&state.resources, api),
+            created: None,
+        };
+        state.durable(&audit, |s| s.delete(Kind::Api, id.as_str()))?;
         state.resources.apis.remove(id);
         (state.publish)(&state.resources);
         info!(kind = "api", id = %id, "API deleted");
@@ -419,7 +509,7 @@ impl ControlPlane {
         };
         let mut api = existing.clone();
         api.policy = Some(policy);
-        self.save_api(state, api, written, "API policy stored")?;
+        self.save_api(state, api, written, AuditKind::Policy, "API policy stored")?;
         Ok(written)
     }
 
@@ -432,7 +522,7 @@ impl ControlPlane {
         };
         let mut api = existing.clone();
         api.policy = None;
-        self.save_api(state, api, Written::Replaced, "API policy removed")?;
+        self.save_api(state, api, Written::Replaced, AuditKind::Policy, "API policy removed")?;
         Ok(())
     }
 
@@ -441,17 +531,38 @@ impl ControlPlane {
         state: &mut State,
         api: Api,
         written: Written,
+        kind: AuditKind,
         what: &'static str,
     ) -> Result<(Written, ApiResource), AdminError> {
         let record = serde_json::to_vec(&stored_api(&api)).map_err(AdminError::internal)?;
-        state.store.put(Kind::Api, api.id.as_str(), &record)?;
+        let tp = effective_thumbprint(&state.resources, &api);
+        let audit = match kind {
+            AuditKind::Policy if api.policy.is_none() => AuditRecord {
+                operation: Operation::Delete,
+                kind,
+                id: api.id.clone(),
+                // The certificate the removed policy named.
+                thumbprint: state
+                    .resources
+                    .apis
+                    .get(&api.id)
+                    .and_then(|old| old.policy.as_ref())
+                    .and_then(|p| p.authentication_certificate.as_ref())
+                    .and_then(|r| state.resources.find_certificate(r))
+                    .map(|c| c.info.thumbprint),
+                created: None,
+            },
+            _ => AuditRecord {
+                operation: Operation::Put,
+                kind,
+                id: api.id.clone(),
+                thumbprint: tp,
+                created: Some(written == Written::Created),
+            },
+        };
+        state.durable(&audit, |s| s.put(Kind::Api, api.id.as_str(), &record))?;
         let resource = api_resource(&api);
-        let thumbprint = state
-            .resources
-            .effective_credential(&api)
-            .and_then(|r| state.resources.find_certificate(r))
-            .map(|c| c.info.thumbprint.to_string())
-            .unwrap_or_default();
+        let thumbprint = tp.map(|t| t.to_string()).unwrap_or_default();
         state.resources.apis.insert(api.id.clone(), api);
         (state.publish)(&state.resources);
         info!(
@@ -464,6 +575,13 @@ impl ControlPlane {
         );
         Ok((written, resource))
     }
+}
+
+/// The thumbprint of the certificate an API presents (its policy's, else its backend's).
+fn effective_thumbprint(res: &Resources, api: &Api) -> Option<Thumbprint> {
+    res.effective_credential(api)
+        .and_then(|r| res.find_certificate(r))
+        .map(|c| c.info.thumbprint)
 }
 
 /// The thumbprint of the certificate a reference names, or 400 `CertificateNotFound`.

@@ -65,6 +65,17 @@ pub struct ServerConfig {
     /// `server.shutdown_grace`: on SIGTERM/SIGINT, how long in-flight requests may still run
     /// before the process exits. May be `"0s"`. Default `10s`.
     pub shutdown_grace: Duration,
+    /// `server.access_log`: one JSON line per request. `""` (default): off; `"stderr"`: to
+    /// standard error; anything else: a file path, appended to.
+    pub access_log: AccessLog,
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccessLog {
+    Off,
+    Stderr,
+    File(PathBuf),
 }
 
 /// `[listener]`: the public data-plane listener (TLS only).
@@ -194,6 +205,7 @@ impl Config {
                 workers: resolve_workers(0),
                 data_dir: PathBuf::from("./edgegw-data"),
                 shutdown_grace: Duration::from_secs(10),
+                access_log: AccessLog::Off,
             },
             listener: ListenerConfig {
                 address: local(8443),

@@ -11,14 +11,17 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    parse_duration, resolve_workers, AdminConfig, Config, ConfigError, ConfigErrors,
+    parse_duration, resolve_workers, AccessLog, AdminConfig, Config, ConfigError, ConfigErrors,
     ListenerConfig, MetricsConfig, ServerConfig, SteeringConfig, SteeringMode, SteeringPolicy,
     StoreConfig, StoreKind, UpstreamConfig, KNOWN_KEY_EXCHANGE_GROUPS, MAX_WORKERS,
 };
 
 /// Every section and its keys, in the contract's order.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("server", &["workers", "data_dir", "shutdown_grace"]),
+    (
+        "server",
+        &["workers", "data_dir", "shutdown_grace", "access_log"],
+    ),
     (
         "listener",
         &[
@@ -258,6 +261,7 @@ impl Parser {
                 defaults.server.shutdown_grace,
                 |v| duration(v, true),
             ),
+            access_log: self.take_or(s, "access_log", AccessLog::Off, access_log),
         };
 
         // [listener]
@@ -488,6 +492,14 @@ fn duration(value: &Value, allow_zero: bool) -> Result<Duration, String> {
         return Err(format!("must be greater than zero, got {text:?}"));
     }
     Ok(d)
+}
+
+fn access_log(value: &Value) -> Result<AccessLog, String> {
+    Ok(match path_text(value)? {
+        "" => AccessLog::Off,
+        "stderr" => AccessLog::Stderr,
+        path => AccessLog::File(PathBuf::from(path)),
+    })
 }
 
 fn socket_addr(value: &Value) -> Result<SocketAddr, String> {

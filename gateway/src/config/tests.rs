@@ -137,6 +137,7 @@ fn every_key_parses() {
 workers = 3
 data_dir = "/var/lib/edgegw"
 shutdown_grace = "0s"
+access_log = "/var/log/edgegw/access.log"
 
 [listener]
 address = "0.0.0.0:443"
@@ -175,6 +176,7 @@ request_timeout = "2m"
             workers: 3,
             data_dir: PathBuf::from("/var/lib/edgegw"),
             shutdown_grace: Duration::ZERO,
+            access_log: AccessLog::File(PathBuf::from("/var/log/edgegw/access.log")),
         },
         listener: ListenerConfig {
             address: addr("0.0.0.0:443"),
@@ -559,4 +561,15 @@ fn load_reports_the_path() {
 fn parse_duration_is_exported() {
     assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert!(parse_duration("soon").is_err());
+}
+
+#[test]
+fn access_log_is_off_stderr_or_a_file() {
+    let log = |v: &str| parse(&format!("[server]\naccess_log = {v:?}\n")).server.access_log;
+    assert_eq!(log(""), AccessLog::Off);
+    assert_eq!(log("stderr"), AccessLog::Stderr);
+    assert_eq!(log("/tmp/a.log"), AccessLog::File(PathBuf::from("/tmp/a.log")));
+    assert_eq!(Config::embedded_defaults().server.access_log, AccessLog::Off);
+    let errors = Config::from_toml_str("[server]\naccess_log = 1\n").unwrap_err();
+    assert!(errors.has_key("server.access_log"), "{errors}");
 }

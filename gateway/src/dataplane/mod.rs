@@ -2,6 +2,7 @@
 //! or epoll where io_uring is unavailable) with its own SO_REUSEPORT listener, upstream pool,
 //! session cache and metric handles. Workers share only the TLS acceptor and the snapshot.
 
+pub mod access_log;
 pub mod http;
 pub mod proxy;
 
@@ -77,6 +78,7 @@ pub struct WorkerShared {
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
     pub driver: Driver,
+    pub access_log: crate::config::AccessLog,
 }
 
 /// One worker's state; lives on its thread only.
@@ -92,6 +94,28 @@ pub struct WorkerContext {
     /// Sockets of connections waiting for their next request (closed at shutdown).
     pub idle_fds: RefCell<HashSet<RawFd>>,
     pub active: Cell<usize>,
+    pub access_log: Option<access_log::AccessLogger>,
+    requests: Cell<u64>,
+}
+
+impl WorkerContext {
+    /// A request id unique to this process: process nonce, worker, sequence number.
+    pub fn next_request_id(&self) -> String {
+        let n = self.requests.get() + 1;
+        self.requests.set(n);
+        format!("{:08x}-{:x}-{n:x}", process_nonce(), self.id)
+    }
+}
+
+/// Random per process, so request ids from a restarted gateway do not repeat.
+fn process_nonce() -> u32 {
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        // On failure the nonce is 0: ids stay unique within the process.
+        let _ = boring::rand::rand_bytes(&mut bytes);
+        u32::from_le_bytes(bytes)
+    })
 }
 
 /// Runs worker `id` on the current thread until shutdown completes.
@@ -136,7 +160,12 @@ async fn worker_loop(
         draining: Cell::new(false),
         idle_fds: RefCell::default(),
         active: Cell::new(0),
+        access_log: access_log::AccessLogger::open(&shared.access_log)?,
+        requests: Cell::new(0),
     });
+    if ctx.access_log.is_some() {
+        monoio::spawn(flush_access_log(ctx.clone()));
+    }
     monoio::spawn(sweep_idle_upstreams(ctx.clone()));
     tracing::debug!(worker = id, "worker accepting");
     loop {
@@ -192,6 +221,18 @@ async fn drain(ctx: &WorkerContext, grace: Duration) {
         );
     }
     ctx.upstreams.borrow_mut().pool.clear();
+    if let Some(log) = &ctx.access_log {
+        log.flush();
+    }
+}
+
+async fn flush_access_log(ctx: Rc<WorkerContext>) {
+    loop {
+        monoio::time::sleep(access_log::FLUSH_EVERY).await;
+        if let Some(log) = &ctx.access_log {
+            log.flush();
+        }
+    }
 }
 
 /// Drops idle upstream connections past their timeout, so idle sockets are not held forever.

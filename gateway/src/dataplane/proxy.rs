@@ -15,7 +15,7 @@ use super::http::{
     self, ByteSink, ByteSource, ChunkedScanner, Framing, HeadError, InBuffer, RequestHead,
     ResponseHead,
 };
-use super::WorkerContext;
+use super::{access_log, WorkerContext};
 use crate::metrics::NO_API;
 use crate::snapshot::{upstream_path, Target};
 use crate::tls::client::{self, TlsFailure};
@@ -61,6 +61,17 @@ impl ProxyError {
 struct Outcome {
     status: u16,
     keep_alive: bool,
+    /// How the backend was reached, when it was.
+    upstream: Option<UpstreamUse>,
+}
+
+struct UpstreamUse {
+    /// The connection came from the pool.
+    reused: bool,
+    /// For a new TLS connection: whether it resumed an earlier session.
+    resumed: Option<bool>,
+    /// From sending the request head to receiving the response head.
+    duration: Duration,
 }
 
 pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: SocketAddr) {
@@ -72,6 +83,7 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
             return;
         }
     };
+    let handshake_started = Instant::now();
     let tls =
         match monoio::time::timeout(ctx.limits.header_read_timeout, TlsStream::accept(tcp, ssl))
             .await
@@ -86,7 +98,9 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
                 return;
             }
         };
-    ctx.metrics.downstream_handshake(tls.ssl().session_reused());
+    let resumed = tls.ssl().session_reused();
+    ctx.metrics
+        .downstream_handshake(resumed, handshake_started.elapsed());
     let mut client = Downstream {
         tls,
         buf: InBuffer::new(),
@@ -203,45 +217,106 @@ async fn handle_request(
     head: RequestHead,
 ) -> Outcome {
     let started = Instant::now();
+    let request_id = request_id(ctx, &head);
     let snapshot = ctx.snapshot.load_full();
+    let mut api = no_api();
+    let mut backend = None;
+    let result = route_and_proxy(
+        ctx,
+        client,
+        &head,
+        &snapshot,
+        &request_id,
+        &mut api,
+        &mut backend,
+    )
+    .await;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let keep_alive = !e.close;
+            let sent = respond_error(client, &e, keep_alive).await.is_ok();
+            Outcome {
+                status: e.status,
+                keep_alive: keep_alive && sent,
+                upstream: None,
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    ctx.metrics.request(&api, outcome.status, elapsed);
+    if let Some(log) = &ctx.access_log {
+        log.log(&access_log::Entry {
+            request_id: &request_id,
+            method: &head.method,
+            api: &api,
+            backend: backend.as_deref(),
+            status: outcome.status,
+            duration: elapsed,
+            upstream_duration: outcome.upstream.as_ref().map(|u| u.duration),
+            upstream_reused: outcome.upstream.as_ref().map(|u| u.reused),
+            upstream_resumed: outcome.upstream.as_ref().and_then(|u| u.resumed),
+        });
+    }
+    outcome
+}
+
+/// The client's `X-Request-Id` when it sent a sane one, else a new id unique to this process.
+fn request_id(ctx: &WorkerContext, head: &RequestHead) -> String {
+    let given = head
+        .headers
+        .iter()
+        .find(|h| h.is("x-request-id"))
+        .map(|h| h.value_str());
+    match given {
+        Some(id) if (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) => {
+            id.to_owned()
+        }
+        _ => ctx.next_request_id(),
+    }
+}
+
+async fn route_and_proxy(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    head: &RequestHead,
+    snapshot: &crate::snapshot::Snapshot,
+    request_id: &str,
+    api: &mut Arc<str>,
+    backend: &mut Option<Arc<str>>,
+) -> Result<Outcome, ProxyError> {
     let tokens = http::connection_tokens(&head.headers);
     let client_keep_alive = head.minor_version >= 1 && !tokens.iter().any(|t| t == "close");
-    let framing = match http::declared_framing(&head.headers) {
-        Ok(f) => f.unwrap_or(Framing::Empty),
-        Err(why) => {
-            let e = ProxyError::new(
+    let framing = http::declared_framing(&head.headers)
+        .map_err(|why| {
+            ProxyError::new(
                 400,
                 "BadRequest",
                 format!("Invalid request framing: {why}."),
             )
-            .closing();
-            return finish_with_error(ctx, client, &no_api(), started, e).await;
-        }
-    };
+            .closing()
+        })?
+        .unwrap_or(Framing::Empty);
     let (path, query) = match head.target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (head.target.as_str(), None),
     };
     if !path.starts_with('/') {
-        let e = ProxyError::new(
-            400,
-            "BadRequest",
-            "The request target must be a path starting with '/'.",
-        )
-        .closing();
-        return finish_with_error(ctx, client, &no_api(), started, e).await;
+        let why = "The request target must be a path starting with '/'.";
+        return Err(ProxyError::new(400, "BadRequest", why).closing());
     }
     let Some((route, rest)) = snapshot.route(path) else {
         let mut e = ProxyError::new(404, "NotFound", format!("No API matches the path {path}."));
         e.close = framing != Framing::Empty || !client_keep_alive;
-        return finish_with_error(ctx, client, &no_api(), started, e).await;
+        return Err(e);
     };
-    let api = route.api_id.clone();
-    if head
+    *api = route.api_id.clone();
+    *backend = Some(route.target.backend_id.clone());
+    let expects_continue = head
         .headers
         .iter()
-        .any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue"))
-    {
+        .any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
         // Answer it here: the body must reach us before the backend can see it.
         if client
             .tls
@@ -249,55 +324,39 @@ async fn handle_request(
             .await
             .is_err()
         {
-            return Outcome {
+            return Ok(Outcome {
                 status: 499,
                 keep_alive: false,
-            };
+                upstream: None,
+            });
         }
     }
-    let target = route.target.clone();
-    let upstream_head = build_upstream_head(
-        &head,
-        &target,
-        rest,
-        query,
-        &client.peer_ip,
-        &tokens,
-        framing,
-    );
-    match proxy(
+    let target = &route.target;
+    let forwarding = Forwarding {
+        client_ip: &client.peer_ip,
+        request_id,
+        tokens: &tokens,
+    };
+    let upstream_head = build_upstream_head(head, target, rest, query, &forwarding, framing);
+    proxy(
         ctx,
         client,
-        &head,
-        &target,
+        head,
+        target,
         &upstream_head,
         framing,
         client_keep_alive,
     )
     .await
-    {
-        Ok(outcome) => {
-            ctx.metrics.request(&api, outcome.status, started.elapsed());
-            outcome
-        }
-        Err(e) => finish_with_error(ctx, client, &api, started, e).await,
-    }
 }
 
-async fn finish_with_error(
-    ctx: &WorkerContext,
-    client: &mut Downstream,
-    api: &Arc<str>,
-    started: Instant,
-    e: ProxyError,
-) -> Outcome {
-    let keep_alive = !e.close;
-    let sent = respond_error(client, &e, keep_alive).await.is_ok();
-    ctx.metrics.request(api, e.status, started.elapsed());
-    Outcome {
-        status: e.status,
-        keep_alive: keep_alive && sent,
-    }
+/// What the gateway adds to a forwarded request.
+#[derive(Clone, Copy)]
+struct Forwarding<'a> {
+    client_ip: &'a str,
+    request_id: &'a str,
+    /// Header names listed in the client's `Connection` header (dropped).
+    tokens: &'a [String],
 }
 
 /// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
@@ -307,10 +366,14 @@ fn build_upstream_head(
     target: &Target,
     rest: &str,
     query: Option<&str>,
-    client_ip: &str,
-    tokens: &[String],
+    forwarding: &Forwarding<'_>,
     framing: Framing,
 ) -> Vec<u8> {
+    let Forwarding {
+        client_ip,
+        request_id,
+        tokens,
+    } = *forwarding;
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -323,6 +386,7 @@ fn build_upstream_head(
             || h.is("host")
             || h.is("x-forwarded-proto")
             || h.is("expect")
+            || h.is("x-request-id")
         {
             continue;
         }
@@ -338,6 +402,7 @@ fn build_upstream_head(
     };
     http::push_header(&mut out, "X-Forwarded-For", xff.as_bytes());
     http::push_header(&mut out, "X-Forwarded-Proto", b"https");
+    http::push_header(&mut out, "X-Request-Id", request_id.as_bytes());
     http::push_framing(&mut out, framing);
     out.extend_from_slice(b"\r\n");
     out
@@ -376,12 +441,18 @@ async fn upstream_connection(
             upstreams.connect_timeout(),
         )
     };
+    let started = Instant::now();
     match upstream::connect(target, session, timeout).await {
-        Ok((conn, handshake)) => {
-            if target.tls.is_some() {
+        Ok(mut conn) => {
+            if let Some(resumed) = conn.resumed {
                 ctx.metrics
-                    .upstream_handshake(&target.backend_id, handshake.resumed);
+                    .upstream_handshake(&target.backend_id, resumed, started.elapsed());
             }
+            let open = ctx
+                .metrics
+                .upstream_open(&target.backend_id, &target.certificate_id);
+            open.increment(1.0);
+            conn.open = Some(upstream::OpenConnection(open));
             Ok(conn)
         }
         Err(ConnectError::Timeout) => Err(ProxyError::new(
@@ -424,6 +495,7 @@ fn eviction_label(reason: Eviction) -> &'static str {
     match reason {
         Eviction::Expired => "expired",
         Eviction::Full => "full",
+        Eviction::Stale => "stale",
     }
 }
 
@@ -443,6 +515,7 @@ async fn proxy(
             close: e.close || body_pending,
             ..e
         })?;
+    let sent_at = Instant::now();
     // A pooled connection the backend closed fails on the first write; nothing has been sent
     // then, so one retry on a fresh connection is safe.
     if let Err(e) = conn.io.send(upstream_head).await {
@@ -497,6 +570,11 @@ async fn proxy(
         })?;
     }
     let response = read_response_head(ctx, &mut conn, target).await?;
+    let upstream = UpstreamUse {
+        reused: conn.reused,
+        resumed: if conn.reused { None } else { conn.resumed },
+        duration: sent_at.elapsed(),
+    };
     let is_head = head.method.eq_ignore_ascii_case("HEAD");
     let status = response.status;
     let response_framing = if is_head || status == 204 || status == 304 {
@@ -578,6 +656,7 @@ async fn proxy(
     Ok(Outcome {
         status,
         keep_alive: keep_alive && complete,
+        upstream: Some(upstream),
     })
 }
 

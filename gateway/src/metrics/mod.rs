@@ -28,6 +28,12 @@ pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_conn
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
 pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
 pub const TICKET_KEY_ROTATIONS_TOTAL: &str = "edgegw_ticket_key_rotations_total";
+pub const UPSTREAM_CONNECTIONS_OPEN: &str = "edgegw_upstream_connections_open";
+pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
+    "edgegw_downstream_handshake_duration_seconds";
+pub const UPSTREAM_HANDSHAKE_DURATION_SECONDS: &str = "edgegw_upstream_handshake_duration_seconds";
+pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
+pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
 
 /// Label value for requests that matched no API.
 pub const NO_API: &str = "-";
@@ -37,8 +43,17 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let buckets = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
+    let handshake_buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()), &buckets)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Suffix("_handshake_duration_seconds".to_owned()),
+                &handshake_buckets,
+            )
+        })
         .map_err(|e| format!("configuring metric buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
@@ -92,6 +107,24 @@ fn describe() {
         "Generation of the configuration snapshot in use; grows with every change."
     );
     describe_counter!(TICKET_KEY_ROTATIONS_TOTAL, "Session-ticket key rotations.");
+    describe_gauge!(
+        UPSTREAM_CONNECTIONS_OPEN,
+        "Open connections to each backend, by client certificate."
+    );
+    describe_histogram!(
+        DOWNSTREAM_HANDSHAKE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Client TLS handshake time, full or resumed."
+    );
+    describe_histogram!(
+        UPSTREAM_HANDSHAKE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Backend TCP connect and TLS handshake time, full or resumed."
+    );
+    describe_counter!(
+        ADMIN_CHANGES_TOTAL,
+        "Admin API changes, by resource kind and operation."
+    );
 }
 
 /// Called by the control plane whenever it publishes a snapshot.
@@ -103,9 +136,17 @@ pub fn record_config(generation: u64, resources: &Resources) {
     }
 }
 
+/// One admin change (`kind`: certificate|backend|api|policy, `operation`: put|delete).
+pub fn record_admin_change(kind: &'static str, operation: &'static str) {
+    metrics::counter!(ADMIN_CHANGES_TOTAL, "kind" => kind, "operation" => operation).increment(1);
+}
+
 pub fn record_ticket_rotation() {
     metrics::counter!(TICKET_KEY_ROTATIONS_TOTAL).increment(1);
 }
+
+/// Metric handles cached by label values.
+type Handles<K, H> = RefCell<HashMap<K, H>>;
 
 /// One worker's cached metric handles. Single-threaded by construction (`RefCell`).
 pub struct WorkerMetrics {
@@ -113,12 +154,14 @@ pub struct WorkerMetrics {
     accepted: Counter,
     active: metrics::Gauge,
     downstream_handshakes: [Counter; 2],
-    requests: RefCell<HashMap<(Arc<str>, u16), Counter>>,
-    durations: RefCell<HashMap<Arc<str>, Histogram>>,
-    upstream_handshakes: RefCell<HashMap<(Arc<str>, bool), Counter>>,
-    pool: RefCell<HashMap<(Arc<str>, bool), Counter>>,
-    tls_errors: RefCell<HashMap<(Arc<str>, TlsFailure), Counter>>,
-    evictions: RefCell<HashMap<&'static str, Counter>>,
+    downstream_handshake_durations: [Histogram; 2],
+    requests: Handles<(Arc<str>, u16), Counter>,
+    durations: Handles<Arc<str>, Histogram>,
+    upstream_handshakes: Handles<(Arc<str>, bool), (Counter, Histogram)>,
+    upstream_open: Handles<(Arc<str>, Arc<str>), metrics::Gauge>,
+    pool: Handles<(Arc<str>, bool), Counter>,
+    tls_errors: Handles<(Arc<str>, TlsFailure), Counter>,
+    evictions: Handles<&'static str, Counter>,
 }
 
 fn bool_label(b: bool) -> &'static str {
@@ -137,10 +180,14 @@ impl WorkerMetrics {
             accepted: metrics::counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "worker" => worker.clone()),
             active: metrics::gauge!(WORKER_ACTIVE_CONNECTIONS, "worker" => worker.clone()),
             downstream_handshakes: [handshake(false), handshake(true)],
+            downstream_handshake_durations: [false, true].map(|resumed| {
+                metrics::histogram!(DOWNSTREAM_HANDSHAKE_DURATION_SECONDS, "resumed" => bool_label(resumed))
+            }),
             worker,
             requests: RefCell::default(),
             durations: RefCell::default(),
             upstream_handshakes: RefCell::default(),
+            upstream_open: RefCell::default(),
             pool: RefCell::default(),
             tls_errors: RefCell::default(),
             evictions: RefCell::default(),
@@ -160,8 +207,9 @@ impl WorkerMetrics {
         self.active.decrement(1.0);
     }
 
-    pub fn downstream_handshake(&self, resumed: bool) {
+    pub fn downstream_handshake(&self, resumed: bool, took: Duration) {
         self.downstream_handshakes[usize::from(resumed)].increment(1);
+        self.downstream_handshake_durations[usize::from(resumed)].record(took.as_secs_f64());
     }
 
     pub fn request(&self, api: &Arc<str>, status: u16, elapsed: Duration) {
@@ -181,14 +229,31 @@ impl WorkerMetrics {
             .record(elapsed.as_secs_f64());
     }
 
-    pub fn upstream_handshake(&self, backend: &Arc<str>, resumed: bool) {
-        self.upstream_handshakes
+    pub fn upstream_handshake(&self, backend: &Arc<str>, resumed: bool, took: Duration) {
+        let mut cache = self.upstream_handshakes.borrow_mut();
+        let (count, duration) = cache.entry((backend.clone(), resumed)).or_insert_with(|| {
+            let labels = [
+                ("backend", backend.to_string()),
+                ("resumed", bool_label(resumed).to_owned()),
+            ];
+            (
+                metrics::counter!(UPSTREAM_HANDSHAKES_TOTAL, &labels),
+                metrics::histogram!(UPSTREAM_HANDSHAKE_DURATION_SECONDS, &labels),
+            )
+        });
+        count.increment(1);
+        duration.record(took.as_secs_f64());
+    }
+
+    /// The open-connections gauge of a backend and certificate.
+    pub fn upstream_open(&self, backend: &Arc<str>, certificate: &Arc<str>) -> metrics::Gauge {
+        self.upstream_open
             .borrow_mut()
-            .entry((backend.clone(), resumed))
+            .entry((backend.clone(), certificate.clone()))
             .or_insert_with(|| {
-                metrics::counter!(UPSTREAM_HANDSHAKES_TOTAL, "backend" => backend.to_string(), "resumed" => bool_label(resumed))
+                metrics::gauge!(UPSTREAM_CONNECTIONS_OPEN, "backend" => backend.to_string(), "certificate" => certificate.to_string())
             })
-            .increment(1);
+            .clone()
     }
 
     pub fn pool_lookup(&self, backend: &Arc<str>, hit: bool) {

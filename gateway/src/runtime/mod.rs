@@ -77,7 +77,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Box::new(move |resources: &crate::model::Resources| publisher.publish(resources))
     };
     let control = Arc::new(
-        ControlPlane::open(store, master_key, publish).map_err(|e| fail("loading the store", e))?,
+        ControlPlane::open(store, master_key, publish)
+            .map_err(|e| fail("loading the store", e))?
+            .with_audit_log(admin::AuditLog::open(&data_dir).map_err(|e| fail("audit log", e))?),
     );
 
     // TLS for clients: one acceptor shared by all workers.
@@ -127,6 +129,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         connect_timeout: config.upstream.connect_timeout,
         shutdown_grace: config.server.shutdown_grace,
         driver,
+        access_log: config.server.access_log.clone(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, worker_stop_signal)?;

@@ -206,7 +206,11 @@ mod tests {
         let sink = latest.clone();
         builder.set_new_session_callback(move |_, s| *sink.lock().unwrap() = Some(s));
         let connector = builder.build();
-        let mut ssl = connector.configure().unwrap().into_ssl("localhost").unwrap();
+        let mut ssl = connector
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
         if let Some(s) = session {
             unsafe { ssl.set_session(s).unwrap() };
         }
@@ -234,7 +238,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("edgegw-tickets-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("edgegw-tickets-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

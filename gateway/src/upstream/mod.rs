@@ -109,6 +109,19 @@ pub struct UpstreamConn {
     /// Whether the connection came from the pool (a failure before the request is sent may
     /// then be retried once on a fresh connection).
     pub reused: bool,
+    /// For TLS: whether the handshake resumed an earlier session.
+    pub resumed: Option<bool>,
+    /// Counts the connection in the open-connections gauge for as long as it lives.
+    pub open: Option<OpenConnection>,
+}
+
+/// Keeps a connection counted in `edgegw_upstream_connections_open` until it is dropped.
+pub struct OpenConnection(pub metrics::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Why no connection to the backend could be had.
@@ -125,11 +138,6 @@ pub struct WorkerUpstreams {
     pub pool: Pool<PoolKey, UpstreamConn>,
     sessions: HashMap<PoolKey, SslSession>,
     connect_timeout: Duration,
-}
-
-/// What a new connection did, for metrics.
-pub struct Handshake {
-    pub resumed: bool,
 }
 
 impl WorkerUpstreams {
@@ -153,7 +161,7 @@ impl WorkerUpstreams {
                 conn.reused = true;
                 return Some(conn);
             }
-            on_evict(Eviction::Expired);
+            on_evict(Eviction::Stale);
         }
         None
     }
@@ -189,7 +197,7 @@ pub async fn connect(
     target: &Target,
     session: Option<SslSession>,
     connect_timeout: Duration,
-) -> Result<(UpstreamConn, Handshake), ConnectError> {
+) -> Result<UpstreamConn, ConnectError> {
     let endpoint = target
         .endpoint
         .as_ref()
@@ -212,7 +220,7 @@ pub async fn connect(
             tcp,
             scratch: Vec::new(),
         };
-        return Ok((new_conn(io, key), Handshake { resumed: false }));
+        return Ok(new_conn(io, key, None));
     };
     let ssl = client::new_connection(
         &tls.context,
@@ -227,10 +235,7 @@ pub async fn connect(
         Err(_) => Err(ConnectError::Timeout),
         Ok(Ok(())) => {
             let resumed = stream.ssl().session_reused();
-            Ok((
-                new_conn(UpstreamIo::Tls(stream), key),
-                Handshake { resumed },
-            ))
+            Ok(new_conn(UpstreamIo::Tls(stream), key, Some(resumed)))
         }
         Ok(Err(TlsError::Ssl(e))) => {
             let reason = client::classify_failure(stream.ssl(), &e);
@@ -243,11 +248,13 @@ pub async fn connect(
     }
 }
 
-fn new_conn(io: UpstreamIo, key: PoolKey) -> UpstreamConn {
+fn new_conn(io: UpstreamIo, key: PoolKey, resumed: Option<bool>) -> UpstreamConn {
     UpstreamConn {
         io,
         key,
         buffered: crate::dataplane::http::InBuffer::new(),
         reused: false,
+        resumed,
+        open: None,
     }
 }

@@ -24,6 +24,8 @@ pub enum Eviction {
     Expired,
     /// The key already holds `max_idle_per_key` idle connections.
     Full,
+    /// Found closed by the peer (or otherwise unusable) when taken out.
+    Stale,
 }
 
 impl<K: Eq + Hash + Clone, C> Pool<K, C> {
