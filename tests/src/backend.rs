@@ -27,15 +27,29 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(opts: BackendOpts) -> Backend {
-        let logdir = tempfile::Builder::new().prefix("edgegw-e2e-be-").tempdir().expect("tempdir");
-        let mut b = Backend { port: free_port(), opts, child: None, logdir, runs: 0 };
+        let logdir = tempfile::Builder::new()
+            .prefix("edgegw-e2e-be-")
+            .tempdir()
+            .expect("tempdir");
+        let mut b = Backend {
+            port: free_port(),
+            opts,
+            child: None,
+            logdir,
+            runs: 0,
+        };
         b.spawn();
         b
     }
 
     /// A backend with a server certificate and key from the PKI dir, accepting any client cert.
     pub fn simple(pki: &crate::pki::Pki, cert: &str, key: &str) -> Backend {
-        Backend::start(BackendOpts { cert: pki.path(cert), key: pki.path(key), client_ca: None, ticket_key: None })
+        Backend::start(BackendOpts {
+            cert: pki.path(cert),
+            key: pki.path(key),
+            client_ca: None,
+            ticket_key: None,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -131,7 +145,9 @@ impl Backend {
         }
         // Wait until the port is really closed.
         let addr = util::local(self.port);
-        util::wait_for(Duration::from_secs(5), || (!util::port_open(addr)).then_some(()));
+        util::wait_for(Duration::from_secs(5), || {
+            (!util::port_open(addr)).then_some(())
+        });
     }
 
     /// Stop and start again on the same port with the same options.

@@ -20,6 +20,10 @@ pub struct GatewayOpts {
     pub shutdown_grace: String,
     /// Extra environment for the child (e.g. `SSL_CERT_FILE`).
     pub env: Vec<(String, String)>,
+    /// `admin.token` in the config file; `None` writes `token = ""`.
+    pub admin_token: Option<String>,
+    /// `listener.certificate` / `listener.private_key` (PEM files).
+    pub listener_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for GatewayOpts {
@@ -30,6 +34,8 @@ impl Default for GatewayOpts {
             connect_timeout: "3s".into(),
             shutdown_grace: "10s".into(),
             env: Vec::new(),
+            admin_token: Some(TOKEN.into()),
+            listener_cert: None,
         }
     }
 }
@@ -52,7 +58,10 @@ impl Gateway {
     }
 
     pub fn start_with(opts: GatewayOpts) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("edgegw-e2e-gw-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("edgegw-e2e-gw-")
+            .tempdir()
+            .expect("tempdir");
         let mut gw = Gateway {
             dir,
             opts,
@@ -91,7 +100,7 @@ shutdown_grace = "{grace}"
 
 [listener]
 address = "{listen}"
-
+{listener_cert}
 [admin]
 address = "{admin}"
 token = "{token}"
@@ -108,7 +117,15 @@ request_timeout = "{rt}"
             grace = o.shutdown_grace,
             listen = self.listen,
             admin = self.admin_addr,
-            token = TOKEN,
+            token = o.admin_token.as_deref().unwrap_or(""),
+            listener_cert = match &o.listener_cert {
+                Some((c, k)) => format!(
+                    "certificate = \"{}\"\nprivate_key = \"{}\"\n",
+                    c.display(),
+                    k.display()
+                ),
+                None => String::new(),
+            },
             metrics = self.metrics_addr,
             ct = o.connect_timeout,
             rt = o.request_timeout,
@@ -144,7 +161,6 @@ request_timeout = "{rt}"
 
     fn wait_ready(&mut self) {
         let start = Instant::now();
-        let admin = self.admin();
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
@@ -152,18 +168,20 @@ request_timeout = "{rt}"
                     panic!("edgegw exited during startup with {st}:\n{}", self.stderr());
                 }
             }
-            let admin_ok = http::plain_request(
-                self.admin_addr,
-                Request::get("/certificates").header("Authorization", &format!("Bearer {}", TOKEN)),
-            )
-            .map(|r| r.status == 200)
-            .unwrap_or(false);
+            // Any HTTP answer from the admin API (the token may not be known yet).
+            let admin_ok = http::plain_request(self.admin_addr, Request::get("/certificates"))
+                .map(|r| r.status == 200 || r.status == 401)
+                .unwrap_or(false);
             if admin_ok && util::port_open(self.listen) && util::port_open(self.metrics_addr) {
-                let _ = admin;
                 return;
             }
             if start.elapsed() > Duration::from_secs(30) {
-                panic!("edgegw not ready after 30s (admin {}, listener {}):\n{}", self.admin_addr, self.listen, self.stderr());
+                panic!(
+                    "edgegw not ready after 30s (admin {}, listener {}):\n{}",
+                    self.admin_addr,
+                    self.listen,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -177,7 +195,12 @@ request_timeout = "{rt}"
     /// Stderr of every run so far.
     pub fn all_stderr(&self) -> String {
         (1..=self.runs)
-            .map(|r| format!("--- edgegw run #{r} stderr ---\n{}", read_lossy(&self.stderr_path(r))))
+            .map(|r| {
+                format!(
+                    "--- edgegw run #{r} stderr ---\n{}",
+                    read_lossy(&self.stderr_path(r))
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -238,12 +261,37 @@ request_timeout = "{rt}"
         self.spawn();
     }
 
+    /// The admin token in force: the config's, else `EDGEGW_ADMIN_TOKEN` given to the child,
+    /// else the one the gateway wrote to `data_dir/admin.token`.
+    pub fn token(&self) -> String {
+        if let Some((_, v)) = self
+            .opts
+            .env
+            .iter()
+            .find(|(k, _)| k == "EDGEGW_ADMIN_TOKEN")
+        {
+            return v.clone();
+        }
+        if let Some(t) = &self.opts.admin_token {
+            return t.clone();
+        }
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
     pub fn admin(&self) -> Admin {
-        Admin { addr: self.admin_addr, token: Some(TOKEN.into()) }
+        Admin {
+            addr: self.admin_addr,
+            token: Some(self.token()),
+        }
     }
 
     pub fn admin_with_token(&self, token: Option<&str>) -> Admin {
-        Admin { addr: self.admin_addr, token: token.map(str::to_string) }
+        Admin {
+            addr: self.admin_addr,
+            token: token.map(str::to_string),
+        }
     }
 
     pub fn client(&self) -> TlsClient {
@@ -285,7 +333,10 @@ impl Drop for Gateway {
                 self.listen, self.admin_addr
             );
             for r in 1..=self.runs {
-                eprintln!("--- run #{r} ---\n{}", tail(&read_lossy(&self.stderr_path(r)), 150));
+                eprintln!(
+                    "--- run #{r} ---\n{}",
+                    tail(&read_lossy(&self.stderr_path(r)), 150)
+                );
             }
             eprintln!("==== end edgegw stderr ====");
         }

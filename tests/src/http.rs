@@ -32,10 +32,20 @@ pub struct Request {
 
 impl Request {
     pub fn get(target: &str) -> Request {
-        Request { method: "GET".into(), target: target.into(), headers: vec![], body: Body::None }
+        Request {
+            method: "GET".into(),
+            target: target.into(),
+            headers: vec![],
+            body: Body::None,
+        }
     }
     pub fn new(method: &str, target: &str) -> Request {
-        Request { method: method.into(), target: target.into(), headers: vec![], body: Body::None }
+        Request {
+            method: method.into(),
+            target: target.into(),
+            headers: vec![],
+            body: Body::None,
+        }
     }
     pub fn header(mut self, k: &str, v: &str) -> Request {
         self.headers.push((k.into(), v.into()));
@@ -53,7 +63,11 @@ impl Request {
     /// Serialize; adds `Host` when missing and the body framing header.
     pub fn to_bytes(&self, host: &str) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.target).into_bytes();
-        if !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
             out.extend_from_slice(format!("Host: {host}\r\n").as_bytes());
         }
         for (k, v) in &self.headers {
@@ -96,14 +110,21 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("response body is not JSON ({e}): status {} body {:?}", self.status, self.text())
+            panic!(
+                "response body is not JSON ({e}): status {} body {:?}",
+                self.status,
+                self.text()
+            )
         })
     }
     /// The `error.code` of a contract error body, after checking the body's shape.
@@ -113,19 +134,35 @@ impl Response {
         v["error"]["code"].as_str().unwrap_or_default().to_string()
     }
     pub fn keep_alive(&self) -> bool {
-        !self.header("connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"))
+        !self
+            .header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("close"))
     }
 }
 
 /// `{"error": {"code": "<Code>", "message": "<sentence>", "details": [...]}}`.
 pub fn assert_error_shape(v: &Value) {
-    let e = v.get("error").unwrap_or_else(|| panic!("no `error` object in {v}"));
+    let e = v
+        .get("error")
+        .unwrap_or_else(|| panic!("no `error` object in {v}"));
     assert!(e.is_object(), "`error` is not an object: {v}");
-    let code = e.get("code").and_then(Value::as_str).unwrap_or_else(|| panic!("no error.code string in {v}"));
-    assert!(!code.is_empty() && code.chars().next().is_some_and(|c| c.is_ascii_uppercase()), "error.code {code:?} is not a PascalCase code");
-    let msg = e.get("message").and_then(Value::as_str).unwrap_or_else(|| panic!("no error.message string in {v}"));
+    let code = e
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no error.code string in {v}"));
+    assert!(
+        !code.is_empty() && code.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
+        "error.code {code:?} is not a PascalCase code"
+    );
+    let msg = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no error.message string in {v}"));
     assert!(!msg.trim().is_empty(), "empty error.message in {v}");
-    assert!(e.get("details").is_some_and(Value::is_array), "error.details is not an array in {v}");
+    assert!(
+        e.get("details").is_some_and(Value::is_array),
+        "error.details is not an array in {v}"
+    );
 }
 
 /// A buffered HTTP/1.1 connection over any byte stream.
@@ -137,7 +174,11 @@ pub struct HttpConn<S: Read + Write> {
 
 impl<S: Read + Write> HttpConn<S> {
     pub fn new(stream: S, host: &str) -> Self {
-        HttpConn { stream, buf: Vec::new(), host: host.into() }
+        HttpConn {
+            stream,
+            buf: Vec::new(),
+            host: host.into(),
+        }
     }
 
     pub fn send(&mut self, req: &Request) -> io::Result<Response> {
@@ -150,14 +191,24 @@ impl<S: Read + Write> HttpConn<S> {
         let bytes = req.to_bytes(&self.host);
         if let Body::Chunked(_) = req.body {
             // Write the head, then each chunk separately.
-            let head_end = find(&bytes, b"\r\n\r\n").map(|i| i + 4).unwrap_or(bytes.len());
+            let head_end = find(&bytes, b"\r\n\r\n")
+                .map(|i| i + 4)
+                .unwrap_or(bytes.len());
             self.write_all(&bytes[..head_end])?;
             let mut rest = &bytes[head_end..];
             while !rest.is_empty() {
                 // each chunk: size line + data + CRLF
                 let line_end = find(rest, b"\r\n").map(|i| i + 2).unwrap_or(rest.len());
-                let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end - 2]).unwrap_or("0"), 16).unwrap_or(0);
-                let end = if size == 0 { rest.len() } else { (line_end + size + 2).min(rest.len()) };
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&rest[..line_end - 2]).unwrap_or("0"),
+                    16,
+                )
+                .unwrap_or(0);
+                let end = if size == 0 {
+                    rest.len()
+                } else {
+                    (line_end + size + 2).min(rest.len())
+                };
                 self.write_all(&rest[..end])?;
                 rest = &rest[end..];
                 std::thread::sleep(pause);
@@ -210,12 +261,17 @@ impl<S: Read + Write> HttpConn<S> {
             let mut parts = status_line.splitn(3, ' ');
             let version = parts.next().unwrap_or_default();
             if !version.starts_with("HTTP/1.") {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status line {status_line:?}"),
+                ));
             }
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+            let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad status line {status_line:?}"),
+                )
+            })?;
             let reason = parts.next().unwrap_or_default().to_string();
             let mut headers = Vec::new();
             loop {
@@ -230,7 +286,13 @@ impl<S: Read + Write> HttpConn<S> {
             if (100..200).contains(&status) {
                 continue;
             }
-            let mut resp = Response { status, reason, headers, body: Vec::new(), chunked: false };
+            let mut resp = Response {
+                status,
+                reason,
+                headers,
+                body: Vec::new(),
+                chunked: false,
+            };
             if head_request || status == 204 || status == 304 {
                 return Ok(resp);
             }
@@ -244,7 +306,10 @@ impl<S: Read + Write> HttpConn<S> {
                     let line = String::from_utf8_lossy(&line).into_owned();
                     let size_str = line.split(';').next().unwrap_or("").trim();
                     let size = usize::from_str_radix(size_str, 16).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size line {line:?}"))
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("bad chunk size line {line:?}"),
+                        )
                     })?;
                     if size == 0 {
                         // trailers
@@ -259,13 +324,19 @@ impl<S: Read + Write> HttpConn<S> {
                     resp.body.extend_from_slice(&data);
                     let crlf = self.read_exact_buf(2)?;
                     if crlf != b"\r\n" {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "chunk not followed by CRLF"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "chunk not followed by CRLF",
+                        ));
                     }
                 }
             } else if let Some(cl) = resp.header("content-length") {
-                let n: usize = cl
-                    .parse()
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad content-length {cl:?}")))?;
+                let n: usize = cl.parse().map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad content-length {cl:?}"),
+                    )
+                })?;
                 resp.body = self.read_exact_buf(n)?;
             } else {
                 // read to EOF
@@ -323,7 +394,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn request(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<Vec<u8>>) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Response {
         let mut req = Request::new(method, path);
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
@@ -343,24 +420,44 @@ impl Admin {
         self.request("DELETE", path, None, None)
     }
     pub fn put_json(&self, path: &str, v: &Value) -> Response {
-        self.request("PUT", path, Some("application/json"), Some(v.to_string().into_bytes()))
+        self.request(
+            "PUT",
+            path,
+            Some("application/json"),
+            Some(v.to_string().into_bytes()),
+        )
     }
     pub fn put_raw(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
         self.request("PUT", path, Some(content_type), Some(body.to_vec()))
     }
     pub fn put_xml(&self, path: &str, xml: &str) -> Response {
-        self.request("PUT", path, Some("application/xml"), Some(xml.as_bytes().to_vec()))
+        self.request(
+            "PUT",
+            path,
+            Some("application/xml"),
+            Some(xml.as_bytes().to_vec()),
+        )
     }
 
     /// PUT /certificates/{id} with a PKCS#12 file and password.
     pub fn put_certificate(&self, id: &str, p12: &[u8], password: &str) -> Response {
         use base64::Engine;
         let data = base64::engine::general_purpose::STANDARD.encode(p12);
-        self.put_json(&format!("/certificates/{id}"), &serde_json::json!({"data": data, "password": password}))
+        self.put_json(
+            &format!("/certificates/{id}"),
+            &serde_json::json!({"data": data, "password": password}),
+        )
     }
 
     /// PUT /backends/{id}.
-    pub fn put_backend(&self, id: &str, url: &str, validate_chain: bool, validate_name: bool, cert_id: Option<&str>) -> Response {
+    pub fn put_backend(
+        &self,
+        id: &str,
+        url: &str,
+        validate_chain: bool,
+        validate_name: bool,
+        cert_id: Option<&str>,
+    ) -> Response {
         let mut v = serde_json::json!({
             "url": url,
             "tls": {"validateCertificateChain": validate_chain, "validateCertificateName": validate_name},
@@ -373,12 +470,20 @@ impl Admin {
 
     /// PUT /apis/{id}.
     pub fn put_api(&self, id: &str, path: &str, backend_id: &str) -> Response {
-        self.put_json(&format!("/apis/{id}"), &serde_json::json!({"path": path, "backendId": backend_id}))
+        self.put_json(
+            &format!("/apis/{id}"),
+            &serde_json::json!({"path": path, "backendId": backend_id}),
+        )
     }
 
     /// Like the above, asserting a 2xx status.
     pub fn ok(&self, r: Response, what: &str) -> Response {
-        assert!((200..300).contains(&r.status), "{what}: expected 2xx, got {} {}", r.status, r.text());
+        assert!(
+            (200..300).contains(&r.status),
+            "{what}: expected 2xx, got {} {}",
+            r.status,
+            r.text()
+        );
         r
     }
 }
@@ -404,6 +509,7 @@ pub fn policy_with_thumbprint(tp: &str) -> String {
 #[derive(Clone)]
 pub struct TlsClient {
     pub addr: SocketAddr,
+    verify: bool,
     connector: SslConnector,
     sessions: Arc<Mutex<Vec<SslSession>>>,
 }
@@ -417,11 +523,31 @@ impl TlsClient {
 
     /// A client limited to TLS versions up to `max` (e.g. TLS 1.2).
     pub fn with_max_version(addr: SocketAddr, max: Option<SslVersion>) -> TlsClient {
+        Self::build(addr, max, None)
+    }
+
+    /// A client that verifies the gateway's certificate against the CA in `ca_file`
+    /// (hostname `localhost`).
+    pub fn verifying(addr: SocketAddr, ca_file: &std::path::Path) -> TlsClient {
+        Self::build(addr, None, Some(ca_file))
+    }
+
+    fn build(
+        addr: SocketAddr,
+        max: Option<SslVersion>,
+        ca_file: Option<&std::path::Path>,
+    ) -> TlsClient {
         let mut b = SslConnector::builder(SslMethod::tls()).expect("connector builder");
         if max.is_some() {
             b.set_max_proto_version(max).expect("max version");
         }
-        b.set_verify(SslVerifyMode::NONE);
+        match ca_file {
+            Some(ca) => {
+                b.set_ca_file(ca).expect("ca file");
+                b.set_verify(SslVerifyMode::PEER);
+            }
+            None => b.set_verify(SslVerifyMode::NONE),
+        }
         b.set_alpn_protos(b"\x08http/1.1").expect("alpn");
         b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
         let sessions: Arc<Mutex<Vec<SslSession>>> = Arc::new(Mutex::new(Vec::new()));
@@ -429,7 +555,12 @@ impl TlsClient {
         b.set_new_session_callback(move |_ssl, sess| {
             s2.lock().unwrap_or_else(|e| e.into_inner()).push(sess);
         });
-        TlsClient { addr, connector: b.build(), sessions }
+        TlsClient {
+            addr,
+            verify: ca_file.is_some(),
+            connector: b.build(),
+            sessions,
+        }
     }
 
     pub fn connect(&self) -> io::Result<TlsConn> {
@@ -442,23 +573,36 @@ impl TlsClient {
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         tcp.set_nodelay(true)?;
-        let cfg = self.connector.configure().map_err(io::Error::other)?.verify_hostname(false);
+        let cfg = self
+            .connector
+            .configure()
+            .map_err(io::Error::other)?
+            .verify_hostname(self.verify);
         let mut ssl = cfg.into_ssl("localhost").map_err(io::Error::other)?;
         if let Some(s) = session {
             // SAFETY: the session comes from a connection made with this same SslContext.
             unsafe { ssl.set_session(s) }.map_err(io::Error::other)?;
         }
-        let stream = ssl.connect(tcp).map_err(|e| io::Error::other(format!("TLS handshake with gateway: {e}")))?;
+        let stream = ssl
+            .connect(tcp)
+            .map_err(|e| io::Error::other(format!("TLS handshake with gateway: {e}")))?;
         Ok(HttpConn::new(stream, "localhost"))
     }
 
     /// The most recent session ticket received by any connection of this client.
     pub fn last_session(&self) -> Option<SslSession> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).last().cloned()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// One request on a fresh connection.
@@ -469,7 +613,8 @@ impl TlsClient {
 
     /// GET on a fresh connection; panics on I/O errors.
     pub fn get(&self, target: &str) -> Response {
-        self.request(Request::get(target)).unwrap_or_else(|e| panic!("GET {target} via gateway: {e}"))
+        self.request(Request::get(target))
+            .unwrap_or_else(|e| panic!("GET {target} via gateway: {e}"))
     }
 }
 
@@ -477,10 +622,22 @@ impl TlsConn {
     pub fn session_reused(&self) -> bool {
         self.stream.ssl().session_reused()
     }
+    /// DER of the gateway's certificate as presented in this handshake.
+    pub fn peer_cert_der(&self) -> Vec<u8> {
+        self.stream
+            .ssl()
+            .peer_certificate()
+            .and_then(|c| c.to_der().ok())
+            .unwrap_or_default()
+    }
     pub fn alpn(&self) -> Option<Vec<u8>> {
-        self.stream.ssl().selected_alpn_protocol().map(|p| p.to_vec())
+        self.stream
+            .ssl()
+            .selected_alpn_protocol()
+            .map(|p| p.to_vec())
     }
     pub fn get(&mut self, target: &str) -> Response {
-        self.send(&Request::get(target)).unwrap_or_else(|e| panic!("GET {target} via gateway: {e}"))
+        self.send(&Request::get(target))
+            .unwrap_or_else(|e| panic!("GET {target} via gateway: {e}"))
     }
 }

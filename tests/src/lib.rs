@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod nginx;
 pub mod pki;
+pub mod prometheus;
 pub mod util;
 
 pub use backend::{Backend, BackendOpts};
@@ -45,31 +46,71 @@ impl Fixture {
     }
 
     pub fn with(opts: GatewayOpts, backend_opts: impl FnOnce(&Pki) -> BackendOpts) -> Fixture {
-        let pki = Pki::new();
+        Self::with_pki(Pki::new(), |_| opts, backend_opts)
+    }
+
+    /// Like [`Fixture::with`], with gateway options that may refer to PKI files.
+    pub fn with_pki(
+        pki: Pki,
+        opts: impl FnOnce(&Pki) -> GatewayOpts,
+        backend_opts: impl FnOnce(&Pki) -> BackendOpts,
+    ) -> Fixture {
+        let opts = opts(&pki);
         let backend = Backend::start(backend_opts(&pki));
         let gw = Gateway::start_with(opts);
         let admin = gw.admin();
         let client = gw.client();
-        let r = admin.put_certificate("client-1", &pki.p12("client-1", P12_PASSWORD, false), P12_PASSWORD);
+        let r = admin.put_certificate(
+            "client-1",
+            &pki.p12("client-1", P12_PASSWORD, false),
+            P12_PASSWORD,
+        );
         assert_eq!(r.status, 201, "upload client-1: {}", r.text());
-        let r = admin.put_backend("be1", &format!("{}/base", backend.url()), false, false, Some("client-1"));
+        let r = admin.put_backend(
+            "be1",
+            &format!("{}/base", backend.url()),
+            false,
+            false,
+            Some("client-1"),
+        );
         assert_eq!(r.status, 201, "put backend be1: {}", r.text());
         let r = admin.put_api("orders", "/orders", "be1");
         assert_eq!(r.status, 201, "put api orders: {}", r.text());
-        Fixture { gw, backend, pki, admin, client }
+        Fixture {
+            gw,
+            backend,
+            pki,
+            admin,
+            client,
+        }
     }
 
     /// Upload `name` (modern PKCS#12, standard password), asserting 2xx.
     pub fn upload(&self, name: &str) -> Value {
-        let r = self.admin.put_certificate(name, &self.pki.p12(name, P12_PASSWORD, false), P12_PASSWORD);
-        assert!(r.status == 201 || r.status == 200, "upload {name}: {} {}", r.status, r.text());
+        let r = self.admin.put_certificate(
+            name,
+            &self.pki.p12(name, P12_PASSWORD, false),
+            P12_PASSWORD,
+        );
+        assert!(
+            r.status == 201 || r.status == 200,
+            "upload {name}: {} {}",
+            r.status,
+            r.text()
+        );
         r.json()
     }
 }
 
 /// The JSON echo of the test backend from a 200 response.
 pub fn echo(r: &Response) -> Value {
-    assert_eq!(r.status, 200, "expected 200 from the backend through the gateway, got {} {}", r.status, r.text());
+    assert_eq!(
+        r.status,
+        200,
+        "expected 200 from the backend through the gateway, got {} {}",
+        r.status,
+        r.text()
+    );
     r.json()
 }
 
@@ -80,10 +121,19 @@ pub fn subject(v: &Value) -> String {
 
 /// Assert a contract error: status, code, shape; returns the body.
 pub fn assert_error(r: &Response, status: u16, code: &str) -> Value {
-    assert_eq!(r.status, status, "expected {status} {code}, got {} {}", r.status, r.text());
+    assert_eq!(
+        r.status,
+        status,
+        "expected {status} {code}, got {} {}",
+        r.status,
+        r.text()
+    );
     let got = r.error_code();
     assert_eq!(got, code, "expected error code {code}, body {}", r.text());
     let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.contains("json"), "error content-type should be JSON, got {ct:?}");
+    assert!(
+        ct.contains("json"),
+        "error content-type should be JSON, got {ct:?}"
+    );
     r.json()
 }

@@ -18,8 +18,14 @@ pub fn parse(text: &str) -> Vec<Sample> {
         }
         let (name, labels, rest) = if let Some(brace) = line.find('{') {
             let name = &line[..brace];
-            let Some(close) = line.rfind('}') else { continue };
-            (name.to_string(), parse_labels(&line[brace + 1..close]), &line[close + 1..])
+            let Some(close) = line.rfind('}') else {
+                continue;
+            };
+            (
+                name.to_string(),
+                parse_labels(&line[brace + 1..close]),
+                &line[close + 1..],
+            )
         } else {
             let mut it = line.splitn(2, char::is_whitespace);
             let name = it.next().unwrap_or_default();
@@ -34,7 +40,11 @@ pub fn parse(text: &str) -> Vec<Sample> {
                 Err(_) => continue,
             },
         };
-        out.push(Sample { name, labels, value });
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
     }
     out
 }
@@ -87,7 +97,10 @@ pub fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
     parse(text)
         .into_iter()
         .filter(|s| s.name == name)
-        .filter(|s| want.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .filter(|s| {
+            want.iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
         .map(|s| s.value)
         .sum()
 }
@@ -96,13 +109,18 @@ pub fn sum(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
 pub fn has_family(text: &str, name: &str) -> bool {
     text.lines().any(|l| {
         let l = l.trim();
-        if let Some(rest) = l.strip_prefix("# TYPE ").or_else(|| l.strip_prefix("# HELP ")) {
+        if let Some(rest) = l
+            .strip_prefix("# TYPE ")
+            .or_else(|| l.strip_prefix("# HELP "))
+        {
             return rest.split_whitespace().next() == Some(name);
         }
-        let n = l.split(|c: char| c == '{' || c.is_whitespace()).next().unwrap_or("");
+        let n = l
+            .split(|c: char| c == '{' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
         n == name
-            || (n.starts_with(name)
-                && matches!(&n[name.len()..], "_bucket" | "_sum" | "_count"))
+            || (n.starts_with(name) && matches!(&n[name.len()..], "_bucket" | "_sum" | "_count"))
     })
 }
 
@@ -110,7 +128,11 @@ pub fn has_family(text: &str, name: &str) -> bool {
 pub fn label_keys(text: &str, name: &str) -> Vec<String> {
     let mut keys: Vec<String> = parse(text)
         .into_iter()
-        .filter(|s| s.name == name || s.name == format!("{name}_bucket") || s.name == format!("{name}_count"))
+        .filter(|s| {
+            s.name == name
+                || s.name == format!("{name}_bucket")
+                || s.name == format!("{name}_count")
+        })
         .flat_map(|s| s.labels.into_iter().map(|(k, _)| k))
         .collect();
     keys.sort();
@@ -130,6 +152,9 @@ mod tests {
         assert_eq!(sum(t, "x", &[("b", "q\"z")]), 3.0);
         assert_eq!(sum(t, "y", &[]), 5.0);
         assert!(has_family(t, "h"));
-        assert_eq!(label_keys(t, "h"), vec!["api".to_string(), "le".to_string()]);
+        assert_eq!(
+            label_keys(t, "h"),
+            vec!["api".to_string(), "le".to_string()]
+        );
     }
 }

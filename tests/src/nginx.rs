@@ -16,9 +16,12 @@ pub struct Nginx {
 
 impl Nginx {
     /// nginx requiring a client certificate verified against `client_ca`, answering
-    /// `200 "$ssl_client_s_dn\n"` on every path.
+    /// `200 "$ssl_client_s_dn sni=$ssl_server_name\n"` on every path.
     pub fn start(server_cert: &Path, server_key: &Path, client_ca: &Path) -> Nginx {
-        let dir = tempfile::Builder::new().prefix("edgegw-e2e-nginx-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("edgegw-e2e-nginx-")
+            .tempdir()
+            .expect("tempdir");
         let port = free_port();
         let d = dir.path().display().to_string();
         let conf = format!(
@@ -43,7 +46,7 @@ http {{
         ssl_client_certificate {ca};
         location / {{
             default_type text/plain;
-            return 200 "$ssl_client_s_dn\n";
+            return 200 "$ssl_client_s_dn sni=$ssl_server_name\n";
         }}
     }}
 }}
@@ -67,7 +70,11 @@ http {{
             .stderr(err)
             .spawn()
             .expect("spawn nginx");
-        let mut n = Nginx { dir, port, child: Some(child) };
+        let mut n = Nginx {
+            dir,
+            port,
+            child: Some(child),
+        };
         let ok = util::wait_for(Duration::from_secs(10), || {
             if let Some(c) = n.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -77,7 +84,11 @@ http {{
             util::port_open(util::local(port)).then_some(true)
         });
         if ok != Some(true) {
-            panic!("nginx did not start:\n{}\n{}", read_lossy(&n.dir.path().join("stderr.log")), n.error_log());
+            panic!(
+                "nginx did not start:\n{}\n{}",
+                read_lossy(&n.dir.path().join("stderr.log")),
+                n.error_log()
+            );
         }
         n
     }
@@ -94,14 +105,18 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("==== nginx error.log (tail) ====\n{}", tail(&self.error_log(), 30));
+            eprintln!(
+                "==== nginx error.log (tail) ====\n{}",
+                tail(&self.error_log(), 30)
+            );
         }
         if let Some(mut c) = self.child.take() {
             util::signal(c.id(), libc::SIGQUIT);
             let done = util::wait_for(Duration::from_secs(3), || c.try_wait().ok().flatten());
             if done.is_none() {
                 util::signal(c.id(), libc::SIGTERM);
-                if util::wait_for(Duration::from_secs(2), || c.try_wait().ok().flatten()).is_none() {
+                if util::wait_for(Duration::from_secs(2), || c.try_wait().ok().flatten()).is_none()
+                {
                     let _ = c.kill();
                     let _ = c.wait();
                 }

@@ -60,15 +60,28 @@ impl Pki {
             .expect("tempdir");
         let pki = Pki { dir };
         let d = pki.dir.path();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
 
         // Backend server certificate, self-signed, for localhost / 127.0.0.1.
         let mut a = vec!["req", "-x509"];
         a.extend(ec);
         a.extend([
-            "-keyout", "server.key", "-out", "server.pem", "-days", "30",
-            "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ]);
         openssl(d, &a);
 
@@ -76,9 +89,16 @@ impl Pki {
         let mut a = vec!["req", "-x509"];
         a.extend(ec);
         a.extend([
-            "-keyout", "wrongname.key", "-out", "wrongname.pem", "-days", "30",
-            "-subj", "/CN=wrong.example",
-            "-addext", "subjectAltName=DNS:wrong.example",
+            "-keyout",
+            "wrongname.key",
+            "-out",
+            "wrongname.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=wrong.example",
+            "-addext",
+            "subjectAltName=DNS:wrong.example",
         ]);
         openssl(d, &a);
 
@@ -86,17 +106,29 @@ impl Pki {
         let mut a = vec!["req", "-x509"];
         a.extend(ec);
         a.extend([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
-            "-subj", "/CN=edgegw-test-ca/O=edgegw-test",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=edgegw-test-ca/O=edgegw-test",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(d, &a);
         let mut a = vec!["req", "-new"];
         a.extend(ec);
         a.extend([
-            "-keyout", "server-ca.key", "-out", "server-ca.csr",
-            "-subj", "/CN=localhost",
+            "-keyout",
+            "server-ca.key",
+            "-out",
+            "server-ca.csr",
+            "-subj",
+            "/CN=localhost",
         ]);
         openssl(d, &a);
         std::fs::write(
@@ -107,9 +139,22 @@ impl Pki {
         openssl(
             d,
             &[
-                "x509", "-req", "-in", "server-ca.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "30", "-sha256", "-extfile", "server-ext.cnf",
-                "-out", "server-ca.pem",
+                "x509",
+                "-req",
+                "-in",
+                "server-ca.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-sha256",
+                "-extfile",
+                "server-ext.cnf",
+                "-out",
+                "server-ca.pem",
             ],
         );
 
@@ -117,8 +162,19 @@ impl Pki {
         openssl(
             d,
             &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "client-1.key",
-                "-out", "client-1.pem", "-days", "30", "-subj", "/CN=client-1/O=edgegw-test",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "client-1.key",
+                "-out",
+                "client-1.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=client-1/O=edgegw-test",
             ],
         );
         for name in ["client-2", "client-3"] {
@@ -134,7 +190,15 @@ impl Pki {
         // An unrelated key (for KeyMismatch).
         openssl(
             d,
-            &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "other.key"],
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "other.key",
+            ],
         );
 
         // An expired self-signed certificate. OpenSSL 3.0's `req`/`x509` cannot set dates in
@@ -145,14 +209,34 @@ impl Pki {
         std::fs::write(d.join("ca.cnf"), CA_CNF).expect("ca.cnf");
         let mut a = vec!["req", "-new"];
         a.extend(ec);
-        a.extend(["-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=expired/O=edgegw-test"]);
+        a.extend([
+            "-keyout",
+            "expired.key",
+            "-out",
+            "expired.csr",
+            "-subj",
+            "/CN=expired/O=edgegw-test",
+        ]);
         openssl(d, &a);
         openssl(
             d,
             &[
-                "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "expired.key",
-                "-in", "expired.csr", "-startdate", "20200101000000Z", "-enddate",
-                "20200102000000Z", "-notext", "-out", "expired.pem",
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-selfsign",
+                "-keyfile",
+                "expired.key",
+                "-in",
+                "expired.csr",
+                "-startdate",
+                "20200101000000Z",
+                "-enddate",
+                "20200102000000Z",
+                "-notext",
+                "-out",
+                "expired.pem",
             ],
         );
         pki
@@ -172,11 +256,18 @@ impl Pki {
 
     /// `openssl pkcs12 -export` of `name.pem` + `name.key`; `legacy` adds `-legacy`.
     pub fn p12(&self, name: &str, password: &str, legacy: bool) -> Vec<u8> {
-        let out = format!("{name}-{}-{}.p12", if legacy { "legacy" } else { "modern" }, hex_upper(password.as_bytes()));
+        let out = format!(
+            "{name}-{}-{}.p12",
+            if legacy { "legacy" } else { "modern" },
+            hex_upper(password.as_bytes())
+        );
         let pem = format!("{name}.pem");
         let key = format!("{name}.key");
         let pass = format!("pass:{password}");
-        let mut a = vec!["pkcs12", "-export", "-in", &pem, "-inkey", &key, "-name", name, "-passout", &pass, "-out", &out];
+        let mut a = vec![
+            "pkcs12", "-export", "-in", &pem, "-inkey", &key, "-name", name, "-passout", &pass,
+            "-out", &out,
+        ];
         if legacy {
             a.push("-legacy");
         }
@@ -189,7 +280,12 @@ impl Pki {
         let pem = format!("{name}.pem");
         let pass = format!("pass:{password}");
         let out = format!("{name}-nokey.p12");
-        openssl(self.dir(), &["pkcs12", "-export", "-nokeys", "-in", &pem, "-passout", &pass, "-out", &out]);
+        openssl(
+            self.dir(),
+            &[
+                "pkcs12", "-export", "-nokeys", "-in", &pem, "-passout", &pass, "-out", &out,
+            ],
+        );
         self.read(&out)
     }
 
@@ -204,7 +300,19 @@ impl Pki {
         let out = format!("{name}-mismatch.p12");
         openssl(
             self.dir(),
-            &["pkcs12", "-export", "-nocerts", "-inkey", "other.key", "-certfile", &pem, "-passout", &pass, "-out", &out],
+            &[
+                "pkcs12",
+                "-export",
+                "-nocerts",
+                "-inkey",
+                "other.key",
+                "-certfile",
+                &pem,
+                "-passout",
+                &pass,
+                "-out",
+                &out,
+            ],
         );
         self.read(&out)
     }
@@ -217,10 +325,18 @@ impl Pki {
 
     /// The same thumbprint computed by the openssl CLI (cross-check).
     pub fn thumbprint_openssl(&self, file: &str) -> String {
-        let out = openssl(self.dir(), &["x509", "-in", file, "-noout", "-fingerprint", "-sha1"]);
+        let out = openssl(
+            self.dir(),
+            &["x509", "-in", file, "-noout", "-fingerprint", "-sha1"],
+        );
         let s = String::from_utf8_lossy(&out);
         // "SHA1 Fingerprint=AB:CD:..."
-        s.trim().rsplit('=').next().unwrap_or_default().replace(':', "").to_uppercase()
+        s.trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .replace(':', "")
+            .to_uppercase()
     }
 
     /// The DER of the private key `name.key` (PKCS#8).
@@ -232,7 +348,10 @@ impl Pki {
     /// A distinctive slice of the PEM key file: its middle full base64 line (64 characters).
     pub fn key_pem_base64_line(&self, name: &str) -> String {
         let s = String::from_utf8(self.read(&format!("{name}.key"))).expect("utf8 key");
-        let lines: Vec<&str> = s.lines().filter(|l| !l.starts_with("-----") && l.len() == 64).collect();
+        let lines: Vec<&str> = s
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() == 64)
+            .collect();
         lines[lines.len() / 2].to_string()
     }
 
@@ -268,10 +387,16 @@ mod tests {
         let p = Pkcs12::from_der(&pki.p12("client-2", "pw", false)).expect("der");
         assert!(p.parse2("nope").is_err());
         // -nokeys: a certificate, no key.
-        let p = Pkcs12::from_der(&pki.p12_without_key("client-1", "pw")).expect("der").parse2("pw").expect("parse");
+        let p = Pkcs12::from_der(&pki.p12_without_key("client-1", "pw"))
+            .expect("der")
+            .parse2("pw")
+            .expect("parse");
         assert!(p.pkey.is_none());
         // mismatch: a key, a certificate that is not its leaf.
-        let p = Pkcs12::from_der(&pki.p12_key_mismatch("client-1", "pw")).expect("der").parse2("pw").expect("parse");
+        let p = Pkcs12::from_der(&pki.p12_key_mismatch("client-1", "pw"))
+            .expect("der")
+            .parse2("pw")
+            .expect("parse");
         assert!(p.pkey.is_some());
         assert!(p.cert.is_none(), "BoringSSL finds no leaf matching the key");
         assert_eq!(p.ca.map(|c| c.len()), Some(1));
@@ -279,9 +404,15 @@ mod tests {
         let x = X509::from_pem(&pki.read("expired.pem")).expect("pem");
         assert!(x.not_after() < boring::asn1::Asn1Time::days_from_now(0).expect("now"));
         // thumbprints agree.
-        assert_eq!(pki.thumbprint("client-1.pem"), pki.thumbprint_openssl("client-1.pem"));
+        assert_eq!(
+            pki.thumbprint("client-1.pem"),
+            pki.thumbprint_openssl("client-1.pem")
+        );
         assert_eq!(pki.thumbprint("client-1.pem").len(), 40);
         assert!(!pki.key_der("client-1").is_empty());
-        assert_eq!(std::fs::read(pki.ticket_key("t.key")).expect("read").len(), 48);
+        assert_eq!(
+            std::fs::read(pki.ticket_key("t.key")).expect("read").len(),
+            48
+        );
     }
 }

@@ -11,7 +11,10 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn message(v: &Value) -> String {
-    v["error"]["message"].as_str().unwrap_or_default().to_string()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -19,9 +22,20 @@ fn unauthorized_without_or_with_wrong_token() {
     let gw = Gateway::start();
     for token in [None, Some("wrong-token")] {
         let a = gw.admin_with_token(token);
-        for (m, p) in [("GET", "/certificates"), ("GET", "/backends"), ("GET", "/apis"), ("DELETE", "/certificates/x")] {
+        for (m, p) in [
+            ("GET", "/certificates"),
+            ("GET", "/backends"),
+            ("GET", "/apis"),
+            ("DELETE", "/certificates/x"),
+        ] {
             let r = a.request(m, p, None, None);
-            assert_eq!(r.status, 401, "{m} {p} with token {token:?}: {} {}", r.status, r.text());
+            assert_eq!(
+                r.status,
+                401,
+                "{m} {p} with token {token:?}: {} {}",
+                r.status,
+                r.text()
+            );
             assert_error_shape(&r.json());
         }
         let r = a.put_json("/backends/b", &json!({"url": "https://127.0.0.1:1"}));
@@ -30,11 +44,14 @@ fn unauthorized_without_or_with_wrong_token() {
     }
     // The right token works, a token with a different scheme does not.
     assert_eq!(gw.admin().get("/certificates").status, 200);
-    let r = gw.admin_with_token(None).request("GET", "/certificates", None, None);
+    let r = gw
+        .admin_with_token(None)
+        .request("GET", "/certificates", None, None);
     assert_eq!(r.status, 401);
     let r = e2e::http::plain_request(
         gw.admin_addr,
-        Request::get("/certificates").header("Authorization", &format!("Basic {}", gateway_token())),
+        Request::get("/certificates")
+            .header("Authorization", &format!("Basic {}", gateway_token())),
     )
     .expect("request");
     assert_eq!(r.status, 401, "Basic scheme must not pass");
@@ -52,17 +69,30 @@ fn certificate_upload_errors() {
     let pw = P12_PASSWORD;
 
     // InvalidRequest: bad JSON, bad base64, missing field.
-    let r = a.put_raw("/certificates/c1", "application/json", b"{\"data\": \"abc\", ");
+    let r = a.put_raw(
+        "/certificates/c1",
+        "application/json",
+        b"{\"data\": \"abc\", ",
+    );
     assert_error(&r, 400, "InvalidRequest");
-    let r = a.put_json("/certificates/c1", &json!({"data": "!!! not base64 !!!", "password": pw}));
+    let r = a.put_json(
+        "/certificates/c1",
+        &json!({"data": "!!! not base64 !!!", "password": pw}),
+    );
     assert_error(&r, 400, "InvalidRequest");
     let r = a.put_json("/certificates/c1", &json!({"password": pw}));
     assert_error(&r, 400, "InvalidRequest");
 
     // InvalidPkcs12: a PEM certificate, and random text.
-    let r = a.put_json("/certificates/c1", &json!({"data": b64(&pki.read("client-1.pem")), "password": pw}));
+    let r = a.put_json(
+        "/certificates/c1",
+        &json!({"data": b64(&pki.read("client-1.pem")), "password": pw}),
+    );
     assert_error(&r, 400, "InvalidPkcs12");
-    let r = a.put_json("/certificates/c1", &json!({"data": b64(b"hello, I am not a PKCS#12 file"), "password": pw}));
+    let r = a.put_json(
+        "/certificates/c1",
+        &json!({"data": b64(b"hello, I am not a PKCS#12 file"), "password": pw}),
+    );
     assert_error(&r, 400, "InvalidPkcs12");
 
     // WrongPassword: modern and legacy.
@@ -98,7 +128,12 @@ fn certificate_upload_errors() {
     // Nothing was stored by the failed PUTs.
     assert_error(&a.get("/certificates/c1"), 404, "NotFound");
     let l = a.get("/certificates").json();
-    let ids: Vec<&str> = l["value"].as_array().expect("value").iter().filter_map(|c| c["id"].as_str()).collect();
+    let ids: Vec<&str> = l["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
     assert_eq!(ids, vec![ok_id.as_str()]);
 }
 
@@ -118,17 +153,28 @@ fn pkcs12_forms_accepted() {
         let r = a.put_certificate(id, &pki.p12(name, pw, legacy), pw);
         assert_eq!(r.status, 201, "{id}: {}", r.text());
         let c = r.json();
-        assert_eq!(c["thumbprint"], pki.thumbprint(&format!("{name}.pem")).as_str(), "{id}: {c}");
+        assert_eq!(
+            c["thumbprint"],
+            pki.thumbprint(&format!("{name}.pem")).as_str(),
+            "{id}: {c}"
+        );
         assert_eq!(c["selfSigned"], true);
     }
     // Replacing returns 200 and the new certificate.
     let r = a.put_certificate("modern-pw", &pki.p12("client-3", "z", false), "z");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["thumbprint"], pki.thumbprint("client-3.pem").as_str());
+    assert_eq!(
+        r.json()["thumbprint"],
+        pki.thumbprint("client-3.pem").as_str()
+    );
     // Listing sorted by id.
     let l = a.get("/certificates").json();
-    let ids: Vec<String> =
-        l["value"].as_array().expect("value").iter().filter_map(|c| c["id"].as_str().map(str::to_string)).collect();
+    let ids: Vec<String> = l["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .filter_map(|c| c["id"].as_str().map(str::to_string))
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted);
@@ -140,7 +186,11 @@ fn backend_api_policy_errors() {
     let pki = Pki::new();
     let gw = Gateway::start();
     let a = gw.admin();
-    let r = a.put_certificate("client-1", &pki.p12("client-1", P12_PASSWORD, false), P12_PASSWORD);
+    let r = a.put_certificate(
+        "client-1",
+        &pki.p12("client-1", P12_PASSWORD, false),
+        P12_PASSWORD,
+    );
     assert_eq!(r.status, 201);
 
     // Backends: bad URLs, credentials on http, unknown certificate.
@@ -148,7 +198,10 @@ fn backend_api_policy_errors() {
         let r = a.put_json("/backends/b1", &json!({"url": url}));
         assert_error(&r, 400, "InvalidRequest");
     }
-    let r = a.put_json("/backends/b1", &json!({"url": "http://127.0.0.1:8080", "credentials": {"certificateId": "client-1"}}));
+    let r = a.put_json(
+        "/backends/b1",
+        &json!({"url": "http://127.0.0.1:8080", "credentials": {"certificateId": "client-1"}}),
+    );
     assert_error(&r, 400, "InvalidRequest");
     let r = a.put_backend("b1", "https://127.0.0.1:8443", true, true, Some("nope"));
     assert_error(&r, 400, "CertificateNotFound");
@@ -159,7 +212,10 @@ fn backend_api_policy_errors() {
     assert_error(&r, 400, "CertificateNotFound");
     let r = a.put_raw("/backends/b1", "application/json", b"{oops");
     assert_error(&r, 400, "InvalidRequest");
-    let r = a.put_json("/backends/bad!id", &json!({"url": "https://127.0.0.1:8443"}));
+    let r = a.put_json(
+        "/backends/bad!id",
+        &json!({"url": "https://127.0.0.1:8443"}),
+    );
     assert_error(&r, 400, "InvalidId");
     assert_error(&a.get("/backends/b1"), 404, "NotFound");
 
@@ -177,7 +233,12 @@ fn backend_api_policy_errors() {
     assert_eq!(b["tls"]["validateCertificateName"], true, "defaults: {b}");
     // The certificate is in use by b1 (referenced by thumbprint).
     let v = assert_error(&a.delete("/certificates/client-1"), 409, "CertificateInUse");
-    assert!(v["error"]["details"].as_array().is_some_and(|d| d.iter().any(|x| x["kind"] == "backend" && x["id"] == "b1")), "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["kind"] == "backend" && x["id"] == "b1")),
+        "{v}"
+    );
 
     // APIs.
     let r = a.put_api("api1", "/orders", "nope");
@@ -198,30 +259,64 @@ fn backend_api_policy_errors() {
 
     // Backend in use by the APIs.
     let v = assert_error(&a.delete("/backends/b1"), 409, "BackendInUse");
-    assert!(v["error"]["details"].as_array().is_some_and(|d| d.iter().any(|x| x["id"] == "api1")), "{v}");
+    assert!(
+        v["error"]["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["id"] == "api1")),
+        "{v}"
+    );
 
     // Policies.
     let r = a.get("/apis/api1/policy");
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("<policies"), "empty skeleton: {}", r.text());
+    assert!(
+        r.text().contains("<policies"),
+        "empty skeleton: {}",
+        r.text()
+    );
 
     let malformed = "<policies>\n  <inbound>\n    <authentication-certificate certificate-id=\"client-1\">\n  </inbound>\n</policies>";
-    let v = assert_error(&a.put_xml("/apis/api1/policy", malformed), 400, "InvalidPolicy");
+    let v = assert_error(
+        &a.put_xml("/apis/api1/policy", malformed),
+        400,
+        "InvalidPolicy",
+    );
     let m = message(&v).to_ascii_lowercase();
-    assert!(m.contains("line") && m.contains("column"), "InvalidPolicy message names line and column: {v}");
-    assert!(m.chars().any(|c| c.is_ascii_digit()), "message gives numbers: {v}");
+    assert!(
+        m.contains("line") && m.contains("column"),
+        "InvalidPolicy message names line and column: {v}"
+    );
+    assert!(
+        m.chars().any(|c| c.is_ascii_digit()),
+        "message gives numbers: {v}"
+    );
 
     let unclosed = "<policies>\n  <inbound>\n    <base />\n";
-    assert_error(&a.put_xml("/apis/api1/policy", unclosed), 400, "InvalidPolicy");
+    assert_error(
+        &a.put_xml("/apis/api1/policy", unclosed),
+        400,
+        "InvalidPolicy",
+    );
 
     let unsupported = "<policies>\n  <inbound>\n    <base />\n    <rate-limit calls=\"5\" renewal-period=\"60\" />\n  </inbound>\n</policies>";
-    let v = assert_error(&a.put_xml("/apis/api1/policy", unsupported), 400, "InvalidPolicy");
-    assert!(message(&v).contains("rate-limit"), "message names the unsupported element: {v}");
+    let v = assert_error(
+        &a.put_xml("/apis/api1/policy", unsupported),
+        400,
+        "InvalidPolicy",
+    );
+    assert!(
+        message(&v).contains("rate-limit"),
+        "message names the unsupported element: {v}"
+    );
 
     let both = "<policies><inbound><authentication-certificate certificate-id=\"client-1\" thumbprint=\"ABC\" /></inbound></policies>";
     assert_error(&a.put_xml("/apis/api1/policy", both), 400, "InvalidPolicy");
     let neither = "<policies><inbound><authentication-certificate /></inbound></policies>";
-    assert_error(&a.put_xml("/apis/api1/policy", neither), 400, "InvalidPolicy");
+    assert_error(
+        &a.put_xml("/apis/api1/policy", neither),
+        400,
+        "InvalidPolicy",
+    );
 
     let r = a.put_xml("/apis/api1/policy", &policy_with_certificate_id("nope"));
     assert_error(&r, 400, "CertificateNotFound");
@@ -230,7 +325,11 @@ fn backend_api_policy_errors() {
 
     // Failed policy writes left the API without one.
     let r = a.get("/apis/api1/policy");
-    assert!(!r.text().contains("authentication-certificate"), "{}", r.text());
+    assert!(
+        !r.text().contains("authentication-certificate"),
+        "{}",
+        r.text()
+    );
 
     // 404s.
     assert_error(&a.get("/certificates/nope"), 404, "NotFound");
@@ -243,4 +342,47 @@ fn backend_api_policy_errors() {
     assert_eq!(a.delete("/apis/api2").status, 204);
     assert_eq!(a.delete("/backends/b1").status, 204);
     assert_eq!(a.delete("/certificates/client-1").status, 204);
+}
+
+#[test]
+fn admin_token_from_file_and_from_env() {
+    use std::os::unix::fs::PermissionsExt;
+    // No token in the config and no env: a random token in data_dir/admin.token, mode 0600.
+    let gw = Gateway::start_with(GatewayOpts {
+        admin_token: None,
+        ..GatewayOpts::default()
+    });
+    let path = gw.data_dir().join("admin.token");
+    let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "admin.token mode");
+    let token = gw.token();
+    assert!(token.len() >= 16, "token too short: {token:?}");
+    assert_eq!(gw.admin().get("/certificates").status, 200);
+    assert_eq!(
+        gw.admin_with_token(Some("x")).get("/certificates").status,
+        401
+    );
+    assert_eq!(
+        gw.admin_with_token(Some("")).get("/certificates").status,
+        401
+    );
+
+    // EDGEGW_ADMIN_TOKEN wins over the config.
+    let gw = Gateway::start_with(GatewayOpts {
+        admin_token: Some("token-from-config".into()),
+        env: vec![("EDGEGW_ADMIN_TOKEN".into(), "token-from-env-0123".into())],
+        ..GatewayOpts::default()
+    });
+    assert_eq!(
+        gw.admin_with_token(Some("token-from-env-0123"))
+            .get("/certificates")
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.admin_with_token(Some("token-from-config"))
+            .get("/certificates")
+            .status,
+        401
+    );
 }

@@ -32,7 +32,10 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
                     match client.connect() {
                         Ok(c) => conn = Some(c),
                         Err(e) => {
-                            outcomes.lock().expect("lock").push(Outcome { sent: Instant::now(), result: Err(format!("connect: {e}")) });
+                            outcomes.lock().expect("lock").push(Outcome {
+                                sent: Instant::now(),
+                                result: Err(format!("connect: {e}")),
+                            });
                             std::thread::sleep(Duration::from_millis(20));
                             continue;
                         }
@@ -58,13 +61,22 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
                         Err(format!("request: {e}"))
                     }
                 };
-                outcomes.lock().expect("lock").push(Outcome { sent, result });
+                outcomes
+                    .lock()
+                    .expect("lock")
+                    .push(Outcome { sent, result });
             }
         }));
     }
 
     std::thread::sleep(Duration::from_millis(400));
-    let r = f.admin.put_backend("be1", &format!("{}/base", f.backend.url()), false, false, Some("client-2"));
+    let r = f.admin.put_backend(
+        "be1",
+        &format!("{}/base", f.backend.url()),
+        false,
+        false,
+        Some("client-2"),
+    );
     let put_done = Instant::now();
     assert_eq!(r.status, 200, "{}", r.text());
     std::thread::sleep(Duration::from_millis(600));
@@ -79,10 +91,20 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
         .filter(|o| !matches!(&o.result, Ok((200, _))))
         .map(|o| format!("{:?}", o.result))
         .collect();
-    assert!(failures.is_empty(), "{} of {} requests failed, e.g. {:?}", failures.len(), outcomes.len(), &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failures.len(),
+        outcomes.len(),
+        &failures[..failures.len().min(5)]
+    );
     let before = outcomes.iter().filter(|o| o.sent < put_done).count();
     let after: Vec<_> = outcomes.iter().filter(|o| o.sent > put_done).collect();
-    assert!(before > 0 && !after.is_empty(), "load too thin: {before} before, {} after", after.len());
+    assert!(
+        before > 0 && !after.is_empty(),
+        "load too thin: {before} before, {} after",
+        after.len()
+    );
     let wrong: Vec<_> = after
         .iter()
         .filter_map(|o| match &o.result {
@@ -90,8 +112,18 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
             _ => None,
         })
         .collect();
-    assert!(wrong.is_empty(), "{} of {} requests sent after the PUT returned presented the old certificate: {:?}", wrong.len(), after.len(), &wrong[..wrong.len().min(3)]);
-    eprintln!("hot apply: {} requests, {before} sent before the PUT returned, {} after", outcomes.len(), after.len());
+    assert!(
+        wrong.is_empty(),
+        "{} of {} requests sent after the PUT returned presented the old certificate: {:?}",
+        wrong.len(),
+        after.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+    eprintln!(
+        "hot apply: {} requests, {before} sent before the PUT returned, {} after",
+        outcomes.len(),
+        after.len()
+    );
     let old = outcomes
         .iter()
         .filter(|o| matches!(&o.result, Ok((_, s)) if s == "CN=client-1, O=edgegw-test"))

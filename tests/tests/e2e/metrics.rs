@@ -14,7 +14,9 @@ fn metrics_endpoint_has_every_contract_metric() {
         }
     }
     assert_eq!(f.client.get("/nope").status, 404);
-    let r = f.admin.put_backend("strict", &f.backend.url(), true, true, Some("client-1"));
+    let r = f
+        .admin
+        .put_backend("strict", &f.backend.url(), true, true, Some("client-1"));
     assert_eq!(r.status, 201);
     assert_eq!(f.admin.put_api("strict", "/strict", "strict").status, 201);
     assert_eq!(f.client.get("/strict/x").status, 500);
@@ -22,7 +24,8 @@ fn metrics_endpoint_has_every_contract_metric() {
     // Counters may be bumped just after the response went out: wait for the last ones.
     let (_, n) = f.gw.wait_metric("edgegw_requests_total", &[], 17.0);
     assert!(n >= 17.0, "requests_total {n}");
-    let (m, _) = f.gw.wait_metric("edgegw_request_duration_seconds_count", &[], 17.0);
+    let (m, _) =
+        f.gw.wait_metric("edgegw_request_duration_seconds_count", &[], 17.0);
     let expected: [(&str, &[&str]); 9] = [
         ("edgegw_requests_total", &["api", "code"]),
         ("edgegw_request_duration_seconds", &["api"]),
@@ -30,7 +33,10 @@ fn metrics_endpoint_has_every_contract_metric() {
         ("edgegw_upstream_handshakes_total", &["backend", "resumed"]),
         ("edgegw_upstream_pool_total", &["backend", "result"]),
         ("edgegw_upstream_tls_errors_total", &["backend", "reason"]),
-        ("edgegw_certificate_expiry_timestamp_seconds", &["certificate"]),
+        (
+            "edgegw_certificate_expiry_timestamp_seconds",
+            &["certificate"],
+        ),
         ("edgegw_worker_accepted_connections_total", &["worker"]),
         ("edgegw_config_generation", &[]),
     ];
@@ -47,10 +53,19 @@ fn metrics_endpoint_has_every_contract_metric() {
             }
         }
     }
-    assert!(missing.is_empty(), "metrics missing: {missing:#?}\n--- /metrics ---\n{m}");
+    assert!(
+        missing.is_empty(),
+        "metrics missing: {missing:#?}\n--- /metrics ---\n{m}"
+    );
 
-    assert!(sum(&m, "edgegw_requests_total", &[("code", "404")]) >= 1.0, "404 counted");
-    assert!(sum(&m, "edgegw_request_duration_seconds_count", &[]) >= 17.0, "histogram count");
+    assert!(
+        sum(&m, "edgegw_requests_total", &[("code", "404")]) >= 1.0,
+        "404 counted"
+    );
+    assert!(
+        sum(&m, "edgegw_request_duration_seconds_count", &[]) >= 17.0,
+        "histogram count"
+    );
     assert!(sum(&m, "edgegw_downstream_handshakes_total", &[]) >= 4.0);
     assert!(sum(&m, "edgegw_upstream_pool_total", &[("result", "hit")]) >= 1.0);
     assert!(sum(&m, "edgegw_upstream_pool_total", &[("result", "miss")]) >= 1.0);

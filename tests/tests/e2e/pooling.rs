@@ -13,7 +13,12 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
         client_ca: None,
         ticket_key: Some(pki.ticket_key("backend-ticket.key")),
     });
-    let hits_before = 0.0 + sum(&f.gw.metrics(), "edgegw_upstream_pool_total", &[("result", "hit")]);
+    let hits_before = 0.0
+        + sum(
+            &f.gw.metrics(),
+            "edgegw_upstream_pool_total",
+            &[("result", "hit")],
+        );
 
     let mut conn = f.client.connect().expect("connect");
     let mut ids = HashSet::new();
@@ -23,27 +28,113 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
         assert_eq!(e["path"], format!("/base/{i}"));
         ids.insert(e["connection"].as_u64().expect("connection id"));
     }
-    assert!(ids.len() <= 2, "100 sequential requests used {} upstream connections: {ids:?}", ids.len());
+    assert!(
+        ids.len() <= 2,
+        "100 sequential requests used {} upstream connections: {ids:?}",
+        ids.len()
+    );
 
-    let (m, hits_after) = f.gw.wait_metric("edgegw_upstream_pool_total", &[("result", "hit")], hits_before + 99.0);
-    assert!(hits_after > hits_before, "pool hits did not grow: {hits_before} -> {hits_after}");
-    assert!(hits_after - hits_before >= 90.0, "expected ~98 pool hits, got {}", hits_after - hits_before);
+    let (m, hits_after) = f.gw.wait_metric(
+        "edgegw_upstream_pool_total",
+        &[("result", "hit")],
+        hits_before + 99.0,
+    );
+    assert!(
+        hits_after > hits_before,
+        "pool hits did not grow: {hits_before} -> {hits_after}"
+    );
+    assert!(
+        hits_after - hits_before >= 90.0,
+        "expected ~98 pool hits, got {}",
+        hits_after - hits_before
+    );
     eprintln!("pooling: upstream connection ids {ids:?}, pool hits {hits_before} -> {hits_after}");
-    let resumed_before = sum(&m, "edgegw_upstream_handshakes_total", &[("resumed", "true")]);
+    let resumed_before = sum(
+        &m,
+        "edgegw_upstream_handshakes_total",
+        &[("resumed", "true")],
+    );
 
     // Backend restart with the same ticket key: the pooled connections are dead; the next
     // request goes over a new upstream connection that resumes the earlier TLS session.
     f.backend.restart();
     let r = conn.get("/orders/after-restart");
     let e = echo(&r);
-    assert_eq!(e["resumed"], true, "upstream TLS session not resumed after backend restart: {e}");
-    let (_, resumed_after) = f.gw.wait_metric("edgegw_upstream_handshakes_total", &[("resumed", "true")], resumed_before + 1.0);
-    assert!(resumed_after > resumed_before, "upstream resumed handshakes metric did not grow");
+    assert_eq!(
+        e["resumed"], true,
+        "upstream TLS session not resumed after backend restart: {e}"
+    );
+    let (_, resumed_after) = f.gw.wait_metric(
+        "edgegw_upstream_handshakes_total",
+        &[("resumed", "true")],
+        resumed_before + 1.0,
+    );
+    assert!(
+        resumed_after > resumed_before,
+        "upstream resumed handshakes metric did not grow"
+    );
 
     // And it keeps pooling afterwards.
     let mut ids2 = HashSet::new();
     for i in 0..20 {
-        ids2.insert(echo(&conn.get(&format!("/orders/again/{i}")))["connection"].as_u64().expect("id"));
+        ids2.insert(
+            echo(&conn.get(&format!("/orders/again/{i}")))["connection"]
+                .as_u64()
+                .expect("id"),
+        );
     }
     assert!(ids2.len() <= 2, "{ids2:?}");
+}
+
+/// The pool key includes the validation flags and the certificate's thumbprint: a pooled
+/// connection made under other settings is never reused.
+#[test]
+fn pool_key_includes_validation_flags_and_certificate() {
+    let f = Fixture::standard();
+    let url = format!("{}/base", f.backend.url());
+    let mut conn = f.client.connect().expect("connect");
+    for i in 0..5 {
+        assert_eq!(
+            subject(&echo(&conn.get(&format!("/orders/{i}")))),
+            "CN=client-1, O=edgegw-test"
+        );
+    }
+    // Chain validation on: the pooled (unvalidated) connection must not be used.
+    assert_eq!(
+        f.admin
+            .put_backend("be1", &url, true, false, Some("client-1"))
+            .status,
+        200
+    );
+    let v = assert_error(&conn.get("/orders/validated"), 500, "BackendTlsError");
+    assert_eq!(v["error"]["details"][0]["reason"], "UntrustedChain", "{v}");
+    // Back to no validation: fine again.
+    assert_eq!(
+        f.admin
+            .put_backend("be1", &url, false, false, Some("client-1"))
+            .status,
+        200
+    );
+    assert_eq!(
+        subject(&echo(&conn.get("/orders/again"))),
+        "CN=client-1, O=edgegw-test"
+    );
+    // Same certificate id, new content (client-3's bundle): the new certificate is presented.
+    let r = f.admin.put_certificate(
+        "client-1",
+        &f.pki.p12("client-3", P12_PASSWORD, false),
+        P12_PASSWORD,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for i in 0..3 {
+        assert_eq!(
+            subject(&echo(&conn.get(&format!("/orders/replaced/{i}")))),
+            "CN=client-3, O=edgegw-test"
+        );
+    }
+    // A fresh client connection (maybe another worker) sees the same.
+    assert_eq!(
+        subject(&echo(&f.client.get("/orders/fresh"))),
+        "CN=client-3, O=edgegw-test"
+    );
 }

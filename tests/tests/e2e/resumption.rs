@@ -7,20 +7,30 @@ use e2e::*;
 fn resumption_with(max: Option<SslVersion>) {
     let f = Fixture::standard();
     let client = TlsClient::with_max_version(f.gw.listen, max);
-    let before = sum(&f.gw.metrics(), "edgegw_downstream_handshakes_total", &[("resumed", "true")]);
+    let before = sum(
+        &f.gw.metrics(),
+        "edgegw_downstream_handshakes_total",
+        &[("resumed", "true")],
+    );
 
     let mut first = client.connect().expect("connect");
     assert_eq!(first.alpn().as_deref(), Some(&b"http/1.1"[..]), "ALPN");
     assert!(!first.session_reused());
     echo(&first.get("/orders/1"));
-    let session = client.last_session().expect("the gateway sent no session ticket");
+    let session = client
+        .last_session()
+        .expect("the gateway sent no session ticket");
     drop(first);
 
     // 8 connections offering the first session: with 2 workers some land on the worker that
     // did not issue the ticket; all must resume.
     for i in 0..8 {
         let mut c = client.connect_with(Some(&session)).expect("connect");
-        assert!(c.session_reused(), "connection #{i} did not resume the session ({})", c.stream.ssl().version_str());
+        assert!(
+            c.session_reused(),
+            "connection #{i} did not resume the session ({})",
+            c.stream.ssl().version_str()
+        );
         echo(&c.get(&format!("/orders/{i}")));
     }
     // Each resumed connection's newest ticket works too.
@@ -30,8 +40,16 @@ fn resumption_with(max: Option<SslVersion>) {
         assert!(c.session_reused(), "chained resumption #{i}");
         echo(&c.get("/orders/x"));
     }
-    let (_, after) = f.gw.wait_metric("edgegw_downstream_handshakes_total", &[("resumed", "true")], before + 12.0);
-    assert!(after - before >= 12.0, "resumed handshakes metric grew by {} (expected >= 12)", after - before);
+    let (_, after) = f.gw.wait_metric(
+        "edgegw_downstream_handshakes_total",
+        &[("resumed", "true")],
+        before + 12.0,
+    );
+    assert!(
+        after - before >= 12.0,
+        "resumed handshakes metric grew by {} (expected >= 12)",
+        after - before
+    );
 }
 
 #[test]
