@@ -159,8 +159,11 @@ impl AuditLog {
         if self.broken_line {
             line.push(b'\n');
         }
-        serde_json::to_writer(&mut line, &record.to_json(OffsetDateTime::now_utc(), outcome))
-            .map_err(io::Error::other)?;
+        serde_json::to_writer(
+            &mut line,
+            &record.to_json(OffsetDateTime::now_utc(), outcome),
+        )
+        .map_err(io::Error::other)?;
         line.push(b'\n');
         // One write(2) of the whole line with O_APPEND: concurrent readers (tail -f) never
         // see two lines interleaved.
@@ -183,8 +186,8 @@ mod tests {
 
     use super::*;
     use crate::admin::ControlPlane;
-    use crate::model::backend::BackendBody;
     use crate::model::api::ApiBody;
+    use crate::model::backend::BackendBody;
     use crate::model::certificate::tests::{Fixtures, TempDir};
     use crate::store::embedded::{EmbeddedStore, FILE_NAME};
     use crate::store::{Kind, MasterKey, Store, StoreError};
@@ -279,7 +282,10 @@ mod tests {
         // slices, PEM lines), the master key.
         let raw = std::fs::read(dir.path().join(AUDIT_LOG_FILE)).unwrap();
         let text = String::from_utf8(raw.clone()).unwrap();
-        assert!(!text.contains(PASSWORD) && !text.contains("s3cret"), "{text}");
+        assert!(
+            !text.contains(PASSWORD) && !text.contains("s3cret"),
+            "{text}"
+        );
         assert!(!text.contains("wrong-pass"), "{text}");
         let key_pem = String::from_utf8(files.read("rsa.key")).unwrap();
         for l in key_pem.lines().filter(|l| !l.starts_with("-----")) {
@@ -326,8 +332,7 @@ mod tests {
     fn a_failed_store_write_is_followed_by_a_failure_line() {
         let dir = TempDir::new("audit-fail");
         let cp = control(dir.path(), Box::new(FailingStore));
-        let backend: BackendBody =
-            serde_json::from_value(json!({"url": "https://h"})).unwrap();
+        let backend: BackendBody = serde_json::from_value(json!({"url": "https://h"})).unwrap();
         let err = cp.put_backend(id("b1"), &backend).unwrap_err();
         assert_eq!(err.code, "StoreError");
         let got = lines(dir.path());
@@ -354,8 +359,7 @@ mod tests {
         )
         .unwrap()
         .with_audit_log(log);
-        let backend: BackendBody =
-            serde_json::from_value(json!({"url": "https://h"})).unwrap();
+        let backend: BackendBody = serde_json::from_value(json!({"url": "https://h"})).unwrap();
         let err = cp.put_backend(id("b1"), &backend).unwrap_err();
         assert_eq!(err.code, "AuditLogError");
         assert_eq!(err.status.as_u16(), 500);
@@ -375,8 +379,14 @@ mod tests {
             thumbprint: None,
             created: None,
         };
-        AuditLog::open(dir.path()).unwrap().append(&rec, None).unwrap();
-        AuditLog::open(dir.path()).unwrap().append(&rec, None).unwrap();
+        AuditLog::open(dir.path())
+            .unwrap()
+            .append(&rec, None)
+            .unwrap();
+        AuditLog::open(dir.path())
+            .unwrap()
+            .append(&rec, None)
+            .unwrap();
         assert_eq!(lines(dir.path()).len(), 2);
         let mode = std::fs::metadata(dir.path().join(AUDIT_LOG_FILE))
             .unwrap()

@@ -3,9 +3,10 @@
 //!
 //! This module owns [`ControlPlane`] (load at start, validated writes with referential
 //! rules, publish after every change), the admin token ([`resolve_token`]) and, in
-//! [`http`], the axum router. Every write runs: validate → write to the store (durable) →
-//! update memory → `publish(&resources)` → respond. Writes are serialized by one mutex; a
-//! failed store write leaves memory unchanged.
+//! [`http`], the axum router. Every write runs: validate → append the [`audit`] line
+//! (fsynced; if it fails the change is refused) → write to the store (durable) → count it in
+//! `edgegw_admin_changes_total` → update memory → `publish(&resources)` → respond. Writes
+//! are serialized by one mutex; a failed store write leaves memory unchanged.
 
 pub mod audit;
 pub mod error;
@@ -85,6 +86,7 @@ impl State {
             }
             return Err(e.into());
         }
+        crate::metrics::record_admin_change(record.kind.as_str(), record.operation.as_str());
         Ok(())
     }
 }
@@ -522,7 +524,13 @@ impl ControlPlane {
         };
         let mut api = existing.clone();
         api.policy = None;
-        self.save_api(state, api, Written::Replaced, AuditKind::Policy, "API policy removed")?;
+        self.save_api(
+            state,
+            api,
+            Written::Replaced,
+            AuditKind::Policy,
+            "API policy removed",
+        )?;
         Ok(())
     }
 
