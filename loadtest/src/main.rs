@@ -1,8 +1,7 @@
 //! `loadtest`: edgegw's load generator and the mTLS test backend it is measured against.
 
-mod backend;
-
 use clap::{Parser, Subcommand};
+use loadtest::{backend, compare, run};
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +18,10 @@ struct Cli {
 enum Command {
     /// An HTTPS backend that requires client certificates and reports what it saw.
     Backend(backend::BackendArgs),
+    /// Send load to one target for a fixed time and report latency, rate and errors.
+    Run(Box<run::RunArgs>),
+    /// Run the same scenarios against edgegw, NGINX and HAProxy and print the ratios.
+    Compare(Box<compare::CompareArgs>),
 }
 
 fn main() {
@@ -32,6 +35,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Backend(args) => backend::run(args),
+        Command::Run(args) => run::run_command(*args),
+        Command::Compare(args) => compare::run(*args),
     };
     if let Err(e) = result {
         eprintln!("loadtest: {e}");

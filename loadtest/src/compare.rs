@@ -1,0 +1,713 @@
+//! `loadtest compare`: the same scenarios against edgegw, NGINX and HAProxy in one run, each
+//! configured for the same job (see `harness`), with each server's own CPU time read from
+//! /proc, plus the gateway-only figures (upstream handshakes in steady keep-alive, upstream
+//! reconnects that resume, RSS per idle TLS connection, failed requests while certificates
+//! rotate) and the p99 of every server at half of NGINX's maximum rate (open loop).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use boring::ssl::SslContext;
+use serde::Serialize;
+
+use crate::admin::metric_sum;
+use crate::client::{self, Conn};
+use crate::harness::{self, Backend, Kind, Pki, Server};
+use crate::procs;
+use crate::run::{self, Driver, DriverChoice, Report, RunConfig, Scenario, Target};
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// Length of each measured run.
+    #[arg(long, default_value = "10s", value_parser = run::parse_duration)]
+    duration: Duration,
+    /// Client connections (closed loop) or lanes (open loop).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Scenarios run against every server (comma separated).
+    #[arg(
+        long,
+        default_value = "keepalive,newconn,resume",
+        value_delimiter = ','
+    )]
+    scenarios: Vec<Scenario>,
+    /// Servers, in the order they run (NGINX first: the open-loop rate derives from it).
+    #[arg(long, default_value = "nginx,haproxy,edgegw", value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Worker processes/threads of every server.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Event-loop threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Event-loop threads of the test backend.
+    #[arg(long, default_value_t = 1)]
+    backend_workers: usize,
+    /// Idle TLS connections opened for the RSS figure (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Skip the open-loop p99 runs.
+    #[arg(long)]
+    no_open_loop: bool,
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    driver: DriverChoice,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One scenario against one server, with the server's CPU time during it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    #[serde(flatten)]
+    pub report: Report,
+    pub server_cpu_s: f64,
+    pub cpu_ms_per_1000_requests: f64,
+    /// newconn/resume: CPU per new client connection (each carries one request).
+    pub cpu_ms_per_connection: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IdleResult {
+    pub opened: usize,
+    pub failed: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub kib_per_connection: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UpstreamResult {
+    /// Steady keep-alive (from a quarter of the run, at most 2 s in, to its end): upstream
+    /// handshakes and requests served, from edgegw's metrics.
+    pub steady_handshakes: f64,
+    pub steady_requests: u64,
+    pub steady_handshakes_per_request: f64,
+    /// After a backend restart (same ticket key): new upstream connections and how many resumed.
+    pub reconnects: f64,
+    pub reconnects_resumed: f64,
+    pub reconnect_resumed_ratio: Option<f64>,
+    pub reconnect_run_errors: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServerResult {
+    pub server: Kind,
+    pub scenarios: BTreeMap<String, Measured>,
+    pub open_loop: Option<Measured>,
+    pub idle: Option<IdleResult>,
+    pub upstream: Option<UpstreamResult>,
+    pub rotate: Option<Measured>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub figure: &'static str,
+    pub target: &'static str,
+    pub edgegw: Option<f64>,
+    pub nginx: Option<f64>,
+    pub haproxy: Option<f64>,
+    pub ratio_nginx: Option<f64>,
+    pub ratio_haproxy: Option<f64>,
+    pub met: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub machine: Machine,
+    pub duration_s: f64,
+    pub connections: usize,
+    pub workers: usize,
+    pub client_threads: usize,
+    pub driver: Driver,
+    pub open_loop_rate: Option<f64>,
+    pub servers: Vec<ServerResult>,
+    pub figures: Vec<Figure>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub nginx: String,
+    pub haproxy: String,
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let version = |prog: &str, flag: &str| {
+        harness::find_program(prog)
+            .and_then(|p| std::process::Command::new(p).arg(flag).output().ok())
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    Machine {
+        cpu,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        nginx: version("nginx", "-v"),
+        haproxy: version("haproxy", "-v"),
+    }
+}
+
+/// Fails with the apt-get line when a server or tool is missing; installs nothing.
+fn check_programs(kinds: &[Kind]) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if harness::find_program("openssl").is_none() {
+        missing.push("openssl");
+    }
+    if kinds.contains(&Kind::Nginx) && harness::find_program("nginx").is_none() {
+        missing.push("nginx-light");
+    }
+    if kinds.contains(&Kind::Haproxy) && harness::find_program("haproxy").is_none() {
+        missing.push("haproxy");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "missing Debian packages; install them with:\n  sudo apt-get update && sudo apt-get install -y {}",
+        missing.join(" ")
+    ))
+}
+
+struct Ctx {
+    args: CompareArgs,
+    driver: Driver,
+    context: SslContext,
+}
+
+impl Ctx {
+    fn config(&self, server: &Server, scenario: Scenario) -> Result<RunConfig, String> {
+        let target: Target = server.url("/").parse()?;
+        let mut cfg = RunConfig::new(scenario, target, self.context.clone(), self.driver);
+        cfg.connections = self.args.connections;
+        cfg.duration = self.args.duration;
+        cfg.threads = self.args.threads;
+        Ok(cfg)
+    }
+
+    /// Runs one scenario, reading the server's CPU time around it.
+    fn measure(&self, server: &Server, cfg: &RunConfig) -> Result<Measured, String> {
+        let label = format!(
+            "{} {}{}",
+            server.kind.name(),
+            cfg.scenario.name(),
+            cfg.rate
+                .map(|r| format!(" (open loop, {r:.0} req/s)"))
+                .unwrap_or_default()
+        );
+        eprintln!("== {label}");
+        let cpu0 = procs::cpu_time(server.proc.pid());
+        let report = run::execute(cfg)?;
+        let cpu = procs::cpu_time(server.proc.pid()).saturating_sub(cpu0);
+        let s = report.summary.clone();
+        let cpu_ms = cpu.as_secs_f64() * 1000.0;
+        let measured = Measured {
+            server_cpu_s: cpu.as_secs_f64(),
+            cpu_ms_per_1000_requests: if s.requests > 0 {
+                cpu_ms * 1000.0 / s.requests as f64
+            } else {
+                0.0
+            },
+            cpu_ms_per_connection: (!matches!(
+                cfg.scenario,
+                Scenario::Keepalive | Scenario::MtlsDirect | Scenario::Rotate
+            ) && s.connections > 0)
+                .then(|| cpu_ms / s.connections as f64),
+            report,
+        };
+        eprintln!(
+            "   {label}: {:.0} req/s, p99 {}, errors {}, server CPU {:.2}s ({:.1} ms/1000 req{})",
+            s.requests_per_s,
+            crate::stats::fmt_us(s.latency_us.p99),
+            s.errors,
+            measured.server_cpu_s,
+            measured.cpu_ms_per_1000_requests,
+            measured
+                .cpu_ms_per_connection
+                .map(|c| format!(", {c:.3} ms/connection"))
+                .unwrap_or_default()
+        );
+        Ok(measured)
+    }
+
+    fn warm_up(&self, server: &Server) -> Result<(), String> {
+        let mut cfg = self.config(server, Scenario::Keepalive)?;
+        cfg.duration = Duration::from_secs(1);
+        cfg.progress = false;
+        let r = run::execute(&cfg)?;
+        if r.summary.requests == 0 {
+            return Err(format!(
+                "{}: no request succeeded during warm-up ({:?})",
+                server.kind.name(),
+                r.summary.errors_by_kind
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: CompareArgs) -> Result<(), String> {
+    let kinds = args
+        .servers
+        .iter()
+        .map(|s| Kind::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_programs(&kinds)?;
+    harness::bin_dir()?;
+    let driver = args.driver.resolve()?;
+    // Client and servers each hold one descriptor per idle connection; HAProxy sizes its own
+    // need from maxconn (12000) and refuses to start below it.
+    let want_fds =
+        ((args.idle_connections as u64 + args.connections as u64) * 2 + 1024).max(65_536);
+    let fds = procs::raise_nofile(want_fds);
+    if fds < want_fds {
+        eprintln!(
+            "loadtest: open-file limit {fds} < {want_fds}: the idle-connection figure may fail"
+        );
+    }
+    let pki = Pki::create()?;
+    let mut backend = Backend::start(&pki, args.backend_workers)?;
+    let context = client::build_context(Some("X25519"), None)?;
+    let ctx = Ctx {
+        args,
+        driver,
+        context,
+    };
+    let mut results: Vec<ServerResult> = Vec::new();
+    let mut open_rate: Option<f64> = None;
+    for kind in &kinds {
+        let server = Server::start(*kind, &pki, backend.port, ctx.args.workers)?;
+        ctx.warm_up(&server)?;
+        let mut result = ServerResult {
+            server: *kind,
+            scenarios: BTreeMap::new(),
+            open_loop: None,
+            idle: None,
+            upstream: None,
+            rotate: None,
+        };
+        for scenario in &ctx.args.scenarios {
+            let cfg = ctx.config(&server, *scenario)?;
+            // edgegw, steady keep-alive: count upstream handshakes and requests from its own
+            // metrics between a point after the run's first connections settled and the end.
+            let settle = (cfg.duration / 4).min(Duration::from_secs(2));
+            let early = (*kind == Kind::Edgegw && *scenario == Scenario::Keepalive).then(|| {
+                let metrics = server.metrics.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(settle);
+                    metrics.and_then(|m| m.get("/metrics").ok()).map(|(_, t)| t)
+                })
+            });
+            let m = ctx.measure(&server, &cfg)?;
+            if let Some(early) = early {
+                let before = early.join().ok().flatten().unwrap_or_default();
+                let after = server.metrics_text();
+                let hs = |t: &str| metric_sum(t, "edgegw_upstream_handshakes_total", &[]);
+                let req = |t: &str| metric_sum(t, "edgegw_requests_total", &[]);
+                let up = result.upstream.get_or_insert_with(Default::default);
+                up.steady_handshakes = hs(&after) - hs(&before);
+                up.steady_requests = (req(&after) - req(&before)).max(0.0) as u64;
+                up.steady_handshakes_per_request =
+                    up.steady_handshakes / (up.steady_requests.max(1) as f64);
+            }
+            if *kind == Kind::Nginx && *scenario == Scenario::Keepalive {
+                open_rate = Some(m.report.summary.requests_per_s * 0.5);
+            }
+            result.scenarios.insert(scenario.name().to_string(), m);
+        }
+        if let (Some(rate), false) = (open_rate, ctx.args.no_open_loop) {
+            let mut cfg = ctx.config(&server, Scenario::Keepalive)?;
+            cfg.rate = Some(rate);
+            result.open_loop = Some(ctx.measure(&server, &cfg)?);
+        }
+        if ctx.args.idle_connections > 0 {
+            eprintln!("== {} idle RSS", kind.name());
+            let target: Target = server.url("/").parse()?;
+            let n = match kind {
+                Kind::Haproxy => ctx
+                    .args
+                    .idle_connections
+                    .min(harness::HAPROXY_MAXCONN - 500),
+                _ => ctx.args.idle_connections,
+            };
+            let idle = idle_rss(server.proc.pid(), &target, &ctx.context, driver, n)?;
+            eprintln!(
+                "   {}: {} open ({} failed), RSS {} -> {} KiB: {:.1} KiB per connection",
+                kind.name(),
+                idle.opened,
+                idle.failed,
+                idle.rss_before_kib,
+                idle.rss_after_kib,
+                idle.kib_per_connection
+            );
+            result.idle = Some(idle);
+        }
+        if *kind == Kind::Edgegw {
+            reconnects(&ctx, &server, &mut backend, &mut result)?;
+            let mut cfg = ctx.config(&server, Scenario::Rotate)?;
+            let admin = server
+                .admin
+                .clone()
+                .ok_or("edgegw without admin endpoint")?;
+            cfg.rotate = Some(run::RotateConfig {
+                admin,
+                pkcs12: pki.path("client.p12"),
+                password: harness::P12_PASSWORD.to_string(),
+                certificate_id: "loadtest-rotate".to_string(),
+                backend_id: harness::BACKEND_ID.to_string(),
+            });
+            result.rotate = Some(ctx.measure(&server, &cfg)?);
+        }
+        drop(server);
+        results.push(result);
+    }
+    let figures = figures(&results);
+    let comparison = Comparison {
+        machine: machine(),
+        duration_s: ctx.args.duration.as_secs_f64(),
+        connections: ctx.args.connections,
+        workers: ctx.args.workers,
+        client_threads: ctx.args.threads,
+        driver,
+        open_loop_rate: open_rate,
+        servers: results,
+        figures,
+    };
+    println!("{}", table(&comparison));
+    if let Some(path) = &ctx.args.json {
+        let text = serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Restarts the backend (same ticket key) so every pooled upstream connection dies, then
+/// sends keep-alive load: the gateway's new upstream connections should resume their sessions.
+fn reconnects(
+    ctx: &Ctx,
+    server: &Server,
+    backend: &mut Backend,
+    result: &mut ServerResult,
+) -> Result<(), String> {
+    eprintln!("== edgegw upstream reconnects: restarting the backend");
+    let hs = |t: &str, resumed: Option<&str>| match resumed {
+        Some(r) => metric_sum(t, "edgegw_upstream_handshakes_total", &[("resumed", r)]),
+        None => metric_sum(t, "edgegw_upstream_handshakes_total", &[]),
+    };
+    let before = server.metrics_text();
+    backend.restart()?;
+    let mut cfg = ctx.config(server, Scenario::Keepalive)?;
+    cfg.duration = Duration::from_secs(3);
+    cfg.progress = false;
+    let report = run::execute(&cfg)?;
+    let after = server.metrics_text();
+    let up = result.upstream.get_or_insert_with(Default::default);
+    up.reconnects = hs(&after, None) - hs(&before, None);
+    up.reconnects_resumed = hs(&after, Some("true")) - hs(&before, Some("true"));
+    up.reconnect_resumed_ratio =
+        (up.reconnects > 0.0).then(|| up.reconnects_resumed / up.reconnects);
+    up.reconnect_run_errors = report.summary.errors;
+    eprintln!(
+        "   {} upstream handshakes after the restart, {} resumed; {} failed requests",
+        up.reconnects, up.reconnects_resumed, up.reconnect_run_errors
+    );
+    Ok(())
+}
+
+/// Opens `n` TLS connections (one request each, then idle) in batches and reads the server's
+/// RSS before and after.
+fn idle_rss(
+    pid: u32,
+    target: &Target,
+    context: &SslContext,
+    driver: Driver,
+    n: usize,
+) -> Result<IdleResult, String> {
+    const BATCH: usize = 200;
+    let before = procs::rss_kib(pid);
+    let request = Rc::new(client::get_request(&target.authority, &target.path, false));
+    let (opened, failed, after) = run::block_on(driver, async {
+        let mut conns: Vec<Conn> = Vec::with_capacity(n);
+        let mut failed = 0usize;
+        while conns.len() + failed < n {
+            let k = BATCH.min(n - conns.len() - failed);
+            let tasks: Vec<_> = (0..k)
+                .map(|_| {
+                    let request = request.clone();
+                    let context = context.clone();
+                    let addr = target.addr;
+                    monoio::spawn(async move {
+                        let open = async {
+                            let mut c = Conn::connect(addr, &context, None, None).await?;
+                            c.request(&request).await?;
+                            c.shrink();
+                            Ok::<Conn, crate::stats::ErrorKind>(c)
+                        };
+                        monoio::time::timeout(Duration::from_secs(10), open).await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                match t.await {
+                    Ok(Ok(c)) => conns.push(c),
+                    _ => failed += 1,
+                }
+            }
+            if failed > n / 10 {
+                break;
+            }
+        }
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let after = procs::rss_kib(pid);
+        (conns.len(), failed, after)
+    })
+    .map_err(|e| format!("event loop: {e}"))?;
+    Ok(IdleResult {
+        opened,
+        failed,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: if opened > 0 {
+            after.saturating_sub(before) as f64 / opened as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Every target of the issue, from one run's results.
+pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
+    let get = |kind: Kind, f: &dyn Fn(&ServerResult) -> Option<f64>| {
+        results.iter().find(|r| r.server == kind).and_then(f)
+    };
+    let scenario = |name: &'static str, f: fn(&Measured) -> Option<f64>| {
+        move |r: &ServerResult| r.scenarios.get(name).and_then(f)
+    };
+    let mut out = Vec::new();
+    let mut peer_figure =
+        |figure, target, f: &dyn Fn(&ServerResult) -> Option<f64>, met: fn(f64) -> bool| {
+            let (e, n, h) = (
+                get(Kind::Edgegw, f),
+                get(Kind::Nginx, f),
+                get(Kind::Haproxy, f),
+            );
+            let ratio_nginx = ratio(e, n);
+            out.push(Figure {
+                figure,
+                target,
+                edgegw: e,
+                nginx: n,
+                haproxy: h,
+                ratio_nginx,
+                ratio_haproxy: ratio(e, h),
+                met: ratio_nginx.map(met),
+            });
+        };
+    peer_figure(
+        "keep-alive proxied requests/s",
+        ">= 1.5 x NGINX",
+        &scenario("keepalive", |m| Some(m.report.summary.requests_per_s)),
+        |r| r >= 1.5,
+    );
+    peer_figure(
+        "server CPU ms per 1000 keep-alive requests",
+        "<= 0.67 x NGINX",
+        &scenario("keepalive", |m| Some(m.cpu_ms_per_1000_requests)),
+        |r| r <= 0.67,
+    );
+    peer_figure(
+        "server CPU ms per new connection (full handshake + request)",
+        "<= 0.8 x NGINX",
+        &scenario("newconn", |m| m.cpu_ms_per_connection),
+        |r| r <= 0.8,
+    );
+    peer_figure(
+        "p99 latency (µs) at 50% of NGINX's max rate, open loop",
+        "<= NGINX",
+        &|r: &ServerResult| {
+            r.open_loop
+                .as_ref()
+                .map(|m| m.report.summary.latency_us.p99 as f64)
+        },
+        |r| r <= 1.0,
+    );
+    // Informational rows (no target of their own).
+    peer_figure(
+        "new connections/s (full handshake)",
+        "(info)",
+        &scenario("newconn", |m| Some(m.report.summary.requests_per_s)),
+        |_| true,
+    );
+    peer_figure(
+        "server CPU ms per resumed connection",
+        "(info)",
+        &scenario("resume", |m| m.cpu_ms_per_connection),
+        |_| true,
+    );
+    for f in out.iter_mut().filter(|f| f.target == "(info)") {
+        f.met = None;
+    }
+    let mut own = |figure, target, value: Option<f64>, met: fn(f64) -> bool| {
+        let nginx = None;
+        out.push(Figure {
+            figure,
+            target,
+            edgegw: value,
+            nginx,
+            haproxy: None,
+            ratio_nginx: None,
+            ratio_haproxy: None,
+            met: value.map(met),
+        });
+    };
+    let edgegw = results.iter().find(|r| r.server == Kind::Edgegw);
+    let per_conn = |name: &str| {
+        edgegw
+            .and_then(|r| r.scenarios.get(name))
+            .and_then(|m| m.cpu_ms_per_connection)
+    };
+    own(
+        "edgegw CPU, resumed / full handshake",
+        "<= 0.35",
+        ratio(per_conn("resume"), per_conn("newconn")),
+        |r| r <= 0.35,
+    );
+    let up = edgegw.and_then(|r| r.upstream.as_ref());
+    own(
+        "upstream handshakes per request, steady keep-alive",
+        "0 after warm-up",
+        up.map(|u| u.steady_handshakes_per_request),
+        |r| r == 0.0,
+    );
+    own(
+        "upstream reconnects that resume",
+        ">= 95 %",
+        up.and_then(|u| u.reconnect_resumed_ratio)
+            .map(|r| r * 100.0),
+        |r| r >= 95.0,
+    );
+    own(
+        "RSS KiB per idle downstream TLS connection",
+        "<= 32 KiB",
+        edgegw
+            .and_then(|r| r.idle.as_ref())
+            .map(|i| i.kib_per_connection),
+        |r| r <= 32.0,
+    );
+    own(
+        "failed requests in rotate",
+        "0",
+        edgegw
+            .and_then(|r| r.rotate.as_ref())
+            .map(|m| m.report.summary.errors as f64),
+        |r| r == 0.0,
+    );
+    // RSS of the peers, for reference.
+    let rss = |kind| {
+        results
+            .iter()
+            .find(|r| r.server == kind)
+            .and_then(|r| r.idle.as_ref())
+            .map(|i| i.kib_per_connection)
+    };
+    if let Some(f) = out.iter_mut().find(|f| f.figure.starts_with("RSS")) {
+        f.nginx = rss(Kind::Nginx);
+        f.haproxy = rss(Kind::Haproxy);
+        f.ratio_nginx = ratio(f.edgegw, f.nginx);
+        f.ratio_haproxy = ratio(f.edgegw, f.haproxy);
+    }
+    out
+}
+
+fn cell(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(0.0) => "0".into(),
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 1.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+pub fn table(c: &Comparison) -> String {
+    let mut s = format!(
+        "\nedgegw vs NGINX vs HAProxy: {} workers each, {} connections, {:.0}s per run, client {} thread(s) on {:?}; {} ({} CPUs), kernel {}\n\n",
+        c.workers, c.connections, c.duration_s, c.client_threads, c.driver, c.machine.cpu, c.machine.cpus, c.machine.kernel
+    );
+    s.push_str(&format!(
+        "{:<62} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<16} {}\n",
+        "figure", "edgegw", "nginx", "haproxy", "e/nginx", "e/hapx", "target", "met"
+    ));
+    for f in &c.figures {
+        s.push_str(&format!(
+            "{:<62} {:>10} {:>10} {:>10} {:>8} {:>8}  {:<16} {}\n",
+            f.figure,
+            cell(f.edgegw),
+            cell(f.nginx),
+            cell(f.haproxy),
+            cell(f.ratio_nginx),
+            cell(f.ratio_haproxy),
+            f.target,
+            match f.met {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            }
+        ));
+    }
+    let errors: Vec<String> = c
+        .servers
+        .iter()
+        .flat_map(|r| {
+            r.scenarios
+                .values()
+                .chain(&r.open_loop)
+                .chain(&r.rotate)
+                .filter(|m| m.report.summary.errors > 0)
+                .map(move |m| {
+                    format!(
+                        "{} {}: {:?}",
+                        r.server.name(),
+                        m.report.scenario.name(),
+                        m.report.summary.errors_by_kind
+                    )
+                })
+        })
+        .collect();
+    if !errors.is_empty() {
+        s.push_str("\nerrors:\n");
+        for e in errors {
+            s.push_str(&format!("  {e}\n"));
+        }
+    }
+    s
+}

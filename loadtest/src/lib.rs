@@ -1,0 +1,12 @@
+//! `loadtest`: edgegw's load generator, the mTLS test backend it is measured against, and
+//! the side-by-side comparison with NGINX and HAProxy (`loadtest compare`).
+
+pub mod admin;
+pub mod backend;
+pub mod client;
+pub mod compare;
+pub mod harness;
+pub mod pacing;
+pub mod procs;
+pub mod run;
+pub mod stats;

@@ -1,0 +1,121 @@
+//! CI smoke run: the test backend and edgegw as real processes (binaries from the same target
+//! directory), then every scenario of `loadtest run` for about two seconds each, asserting
+//! zero errors. Never a speed: the machine may be busy.
+
+use std::path::Path;
+use std::process::Command;
+
+use loadtest::harness::{self, Backend, Kind, Pki, Server};
+
+fn run_scenario(dir: &Path, name: &str, args: &[&str]) -> serde_json::Value {
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("run")
+        .args(args)
+        .args(["--duration", "2s", "--connections", "4", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    assert_eq!(v["errors"], 0, "{name}: {v}");
+    assert!(v["requests"].as_u64().expect("requests") > 0, "{name}: {v}");
+    v
+}
+
+#[test]
+fn every_scenario_runs_without_errors() {
+    if let Err(e) = harness::bin_dir() {
+        panic!("{e}");
+    }
+    let pki = Pki::create().expect("pki");
+    let backend = Backend::start(&pki, 1).expect("backend");
+    let gw = Server::start(Kind::Edgegw, &pki, backend.port, 1).expect("edgegw");
+    let target = gw.url("/smoke");
+    let dir = pki.dir();
+    let p12 = pki.path("client.p12");
+    let p12 = p12.to_str().unwrap();
+
+    for scenario in ["keepalive", "newconn"] {
+        let v = run_scenario(
+            dir,
+            scenario,
+            &["--scenario", scenario, "--target", &target],
+        );
+        assert_eq!(v["mode"], "closed loop");
+    }
+    let v = run_scenario(
+        dir,
+        "resume",
+        &[
+            "--scenario",
+            "resume",
+            "--target",
+            &target,
+            "--groups",
+            "X25519",
+        ],
+    );
+    assert!(v["resumed_ratio"].as_f64().unwrap() > 0.5, "{v}");
+
+    let v = run_scenario(
+        dir,
+        "open-loop",
+        &[
+            "--scenario",
+            "keepalive",
+            "--target",
+            &target,
+            "--rate",
+            "200",
+        ],
+    );
+    assert_eq!(v["mode"], "open loop");
+
+    let direct = format!("https://127.0.0.1:{}/direct", backend.port);
+    run_scenario(
+        dir,
+        "mtls-direct",
+        &[
+            "--scenario",
+            "mtls-direct",
+            "--target",
+            &direct,
+            "--pkcs12",
+            p12,
+            "--password",
+            harness::P12_PASSWORD,
+        ],
+    );
+
+    let admin = gw.admin_url.clone().expect("admin url");
+    let v = run_scenario(
+        dir,
+        "rotate",
+        &[
+            "--scenario",
+            "rotate",
+            "--target",
+            &target,
+            "--admin",
+            &admin,
+            "--token",
+            harness::ADMIN_TOKEN,
+            "--pkcs12",
+            p12,
+            "--password",
+            harness::P12_PASSWORD,
+            "--backend-id",
+            harness::BACKEND_ID,
+        ],
+    );
+    assert!(v["rotate"]["rotations"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["rotate"]["admin_failures"], 0, "{v}");
+}
