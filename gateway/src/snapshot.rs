@@ -238,21 +238,18 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} resolves to no address"))
 }
 
-/// Upstream path for a request: the backend's base path joined with the rest after the API's
-/// path, query kept.
-pub fn upstream_path(base_path: &str, rest: &str, query: Option<&str>) -> String {
-    let mut path =
-        String::with_capacity(base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
-    path.push_str(base_path);
-    path.push_str(rest);
-    if path.is_empty() {
-        path.push('/');
+/// Appends the upstream path for a request: the backend's base path joined with the rest
+/// after the API's path, query kept.
+pub fn push_upstream_path(out: &mut Vec<u8>, base_path: &str, rest: &str, query: Option<&str>) {
+    out.extend_from_slice(base_path.as_bytes());
+    out.extend_from_slice(rest.as_bytes());
+    if base_path.is_empty() && rest.is_empty() {
+        out.push(b'/');
     }
     if let Some(q) = query {
-        path.push('?');
-        path.push_str(q);
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
     }
-    path
 }
 
 #[cfg(test)]
@@ -308,6 +305,11 @@ mod tests {
 
     #[test]
     fn upstream_path_joins_base_rest_and_query() {
+        let upstream_path = |base: &str, rest: &str, query: Option<&str>| {
+            let mut out = b"GET ".to_vec();
+            push_upstream_path(&mut out, base, rest, query);
+            String::from_utf8(out[4..].to_vec()).unwrap()
+        };
         assert_eq!(upstream_path("/base", "/1", Some("x=1")), "/base/1?x=1");
         assert_eq!(upstream_path("", "", None), "/");
         assert_eq!(upstream_path("/base", "", None), "/base");

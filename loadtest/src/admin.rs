@@ -87,7 +87,7 @@ impl Endpoint {
 fn parse_response(data: &[u8]) -> Option<(u16, String)> {
     let (head, len) = gateway::dataplane::http::parse_response(data).ok()??;
     let body = &data[len..];
-    let chunked = head.headers.iter().any(|h| {
+    let chunked = head.headers().any(|h| {
         h.is("transfer-encoding") && h.value_str().to_ascii_lowercase().contains("chunked")
     });
     let body = if chunked {

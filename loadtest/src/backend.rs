@@ -180,14 +180,14 @@ async fn serve_connection(mut tls: TlsStream) {
                 Ok(_) => {}
             }
         };
-        let framing = match http::declared_framing(&head.headers) {
+        let framing = match http::declared_framing(head.headers()) {
             Ok(f) => f.unwrap_or(Framing::Empty),
             Err(_) => return,
         };
         let Some(body_length) = read_body(&mut buf, &mut tls, framing).await else {
             return;
         };
-        let query = head.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let query = head.target().split_once('?').map(|(_, q)| q).unwrap_or("");
         let param = |name: &str| {
             query
                 .split('&')
@@ -198,8 +198,7 @@ async fn serve_connection(mut tls: TlsStream) {
             monoio::time::sleep(Duration::from_millis(ms)).await;
         }
         let headers: serde_json::Map<String, serde_json::Value> = head
-            .headers
-            .iter()
+            .headers()
             .map(|h| {
                 (
                     h.name.to_ascii_lowercase(),
@@ -211,15 +210,14 @@ async fn serve_connection(mut tls: TlsStream) {
             "subject": subject,
             "connection": id,
             "resumed": resumed,
-            "method": head.method,
-            "path": head.target,
+            "method": head.method(),
+            "path": head.target(),
             "headers": headers,
             "bodyLength": body_length,
         })
         .to_string();
         let close = head
-            .headers
-            .iter()
+            .headers()
             .any(|h| h.is("connection") && h.value_str().eq_ignore_ascii_case("close"));
         let mut out = Vec::with_capacity(report.len() + 128);
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n");

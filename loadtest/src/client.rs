@@ -203,7 +203,7 @@ impl Conn {
             }
             self.fill().await?;
         };
-        let mut close = head.headers.iter().any(|h| {
+        let mut close = head.headers().any(|h| {
             h.is("connection")
                 && h.value_str()
                     .split(',')
@@ -212,7 +212,7 @@ impl Conn {
         let framing = if head.status == 204 || head.status == 304 || head.status < 200 {
             Framing::Empty
         } else {
-            match http::declared_framing(&head.headers) {
+            match http::declared_framing(head.headers()) {
                 Ok(f) => f.unwrap_or(Framing::UntilClose),
                 Err(_) => return Err(ErrorKind::Protocol),
             }
@@ -295,14 +295,13 @@ mod tests {
         let r = get_request("127.0.0.1:8443", "/a?b=1", false);
         let (head, len) = http::parse_request(&r).unwrap().unwrap();
         assert_eq!(len, r.len());
-        assert_eq!(head.method, "GET");
-        assert_eq!(head.target, "/a?b=1");
-        assert!(!head.headers.iter().any(|h| h.is("connection")));
+        assert_eq!(head.method(), "GET");
+        assert_eq!(head.target(), "/a?b=1");
+        assert!(!head.headers().any(|h| h.is("connection")));
         let r = get_request("h", "/", true);
         let (head, _) = http::parse_request(&r).unwrap().unwrap();
         assert!(head
-            .headers
-            .iter()
+            .headers()
             .any(|h| h.is("connection") && h.value_str() == "close"));
     }
 }

@@ -7,8 +7,6 @@ use std::io;
 /// Largest request or response head accepted (bytes), and most header fields.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 100;
-/// Buffer size for reading heads and streaming bodies.
-const BUFFER_SIZE: usize = 32 * 1024;
 
 /// Something bytes can be read from (a TLS stream, an upstream connection).
 #[allow(async_fn_in_trait)]
@@ -46,26 +44,25 @@ impl ByteSink for crate::upstream::UpstreamIo {
     }
 }
 
+/// Read buffers start small (a connection that only carries heads needs little, and an idle
+/// one holds none at all) and double, up to the maximum, whenever a read fills them (bodies
+/// then stream in large reads).
+const MIN_BUFFER: usize = 4 * 1024;
+const MAX_BUFFER: usize = 64 * 1024;
+
 /// Bytes read from a peer and not yet consumed.
+#[derive(Default)]
 pub struct InBuffer {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-}
-
-impl Default for InBuffer {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The last read filled all the free space: grow before the next one.
+    grow: bool,
 }
 
 impl InBuffer {
     pub fn new() -> Self {
-        Self {
-            buf: Vec::new(),
-            start: 0,
-            end: 0,
-        }
+        Self::default()
     }
 
     pub fn data(&self) -> &[u8] {
@@ -84,55 +81,169 @@ impl InBuffer {
         }
     }
 
+    /// Gives the memory back while nothing is pending (a connection waiting for its next
+    /// request then holds no read buffer).
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+            self.grow = false;
+        }
+    }
+
     /// Reads more from `source`, appending; returns how many bytes came (0: peer closed).
     pub async fn fill<S: ByteSource>(&mut self, source: &mut S) -> io::Result<usize> {
-        if self.buf.is_empty() {
-            self.buf.resize(BUFFER_SIZE, 0);
-        }
-        if self.end == self.buf.len() {
+        if self.start > 0 && self.end == self.buf.len() {
             // Make room: move unconsumed bytes to the front.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
+        if self.end == self.buf.len() || (self.grow && self.buf.len() < MAX_BUFFER) {
+            let size = (self.buf.len() * 2).clamp(MIN_BUFFER, MAX_BUFFER);
+            if size == self.buf.len() {
+                return Err(io::Error::other("read buffer full"));
+            }
+            self.buf.resize(size, 0);
+        }
+        let space = self.buf.len() - self.end;
         let n = source.read_some(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.grow = n == space;
         Ok(n)
     }
 }
 
-/// One header field as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
+/// One header field, borrowed from the head it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRef<'a> {
+    pub name: &'a str,
+    pub value: &'a [u8],
 }
 
-impl Header {
+impl<'a> HeaderRef<'a> {
     pub fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
     }
 
-    pub fn value_str(&self) -> &str {
-        std::str::from_utf8(&self.value).unwrap_or("")
+    /// The value as text ("" when it is not UTF-8).
+    pub fn value_str(self) -> &'a str {
+        std::str::from_utf8(self.value).unwrap_or("")
     }
 }
 
-#[derive(Debug)]
-pub struct RequestHead {
-    pub method: String,
-    pub target: String,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor_version: u8,
-    pub headers: Vec<Header>,
+type Span = std::ops::Range<usize>;
+
+/// A head's bytes and where each of its parts lies in them: one copy of the head and no
+/// allocation per field. Reused from message to message on a connection.
+#[derive(Debug, Default)]
+struct HeadBytes {
+    raw: Vec<u8>,
+    fields: Vec<(Span, Span)>,
 }
 
-#[derive(Debug)]
-pub struct ResponseHead {
-    pub status: u16,
-    pub reason: String,
+impl HeadBytes {
+    /// Keeps `data[..len]` and the positions of httparse's slices, which all point into `data`.
+    fn keep(&mut self, data: &[u8], len: usize, headers: &[httparse::Header<'_>]) {
+        self.raw.clear();
+        self.raw.extend_from_slice(&data[..len]);
+        self.fields.clear();
+        self.fields.extend(
+            headers
+                .iter()
+                .map(|h| (span(data, h.name.as_bytes()), span(data, h.value))),
+        );
+    }
+
+    fn str_at(&self, at: &Span) -> &str {
+        // httparse has checked every part we keep as text (tokens, target, reason) to be
+        // visible ASCII, so this never falls back.
+        std::str::from_utf8(&self.raw[at.clone()]).unwrap_or("")
+    }
+
+    fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + Clone {
+        self.fields.iter().map(|(name, value)| HeaderRef {
+            name: self.str_at(name),
+            value: &self.raw[value.clone()],
+        })
+    }
+}
+
+/// Where `part` (a slice of `whole`) lies in `whole`.
+fn span(whole: &[u8], part: &[u8]) -> Span {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    bytes: HeadBytes,
+    method: Span,
+    target: Span,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<Header>,
+}
+
+impl RequestHead {
+    pub fn method(&self) -> &str {
+        self.bytes.str_at(&self.method)
+    }
+
+    pub fn target(&self) -> &str {
+        self.bytes.str_at(&self.target)
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + Clone {
+        self.bytes.headers()
+    }
+
+    /// Parses a request head from the start of `data` into `self` (reusing its memory):
+    /// `Ok(None)` when more bytes are needed, else the head's length.
+    pub fn parse(&mut self, data: &[u8]) -> Result<Option<usize>, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match check(req.parse(data), data.len())? {
+            Some(len) => len,
+            None => return Ok(None),
+        };
+        self.method = span(data, req.method.unwrap_or_default().as_bytes());
+        self.target = span(data, req.path.unwrap_or_default().as_bytes());
+        self.minor_version = req.version.unwrap_or(1);
+        self.bytes.keep(data, len, req.headers);
+        Ok(Some(len))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    bytes: HeadBytes,
+    reason: Span,
+    pub status: u16,
+    pub minor_version: u8,
+}
+
+impl ResponseHead {
+    pub fn reason(&self) -> &str {
+        self.bytes.str_at(&self.reason)
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = HeaderRef<'_>> + Clone {
+        self.bytes.headers()
+    }
+
+    /// Parses a response head from the start of `data` into `self` (reusing its memory).
+    pub fn parse(&mut self, data: &[u8]) -> Result<Option<usize>, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        let len = match check(res.parse(data), data.len())? {
+            Some(len) => len,
+            None => return Ok(None),
+        };
+        self.status = res.code.unwrap_or(0);
+        self.reason = span(data, res.reason.unwrap_or_default().as_bytes());
+        self.minor_version = res.version.unwrap_or(1);
+        self.bytes.keep(data, len, res.headers);
+        Ok(Some(len))
+    }
 }
 
 /// Why a head was refused.
@@ -146,57 +257,28 @@ pub enum HeadError {
     Malformed,
 }
 
-fn collect_headers(raw: &[httparse::Header<'_>]) -> Vec<Header> {
-    raw.iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: h.value.to_vec(),
-        })
-        .collect()
+/// The limits and errors common to request and response heads.
+fn check(parsed: httparse::Result<usize>, available: usize) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if available >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(_) => Err(HeadError::Malformed),
+    }
 }
 
-/// Parses a request head from the start of `data`: `Ok(None)` when more bytes are needed.
+/// Parses a request head into a new `RequestHead` (see `RequestHead::parse` to reuse one).
 pub fn parse_request(data: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(data) {
-        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(len)) => {
-            let head = RequestHead {
-                method: req.method.unwrap_or_default().to_owned(),
-                target: req.path.unwrap_or_default().to_owned(),
-                minor_version: req.version.unwrap_or(1),
-                headers: collect_headers(req.headers),
-            };
-            Ok(Some((head, len)))
-        }
-        Ok(httparse::Status::Partial) if data.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
-        Err(_) => Err(HeadError::Malformed),
-    }
+    let mut head = RequestHead::default();
+    Ok(head.parse(data)?.map(|len| (head, len)))
 }
 
-/// Parses a response head from the start of `data`: `Ok(None)` when more bytes are needed.
+/// Parses a response head into a new `ResponseHead` (see `ResponseHead::parse`).
 pub fn parse_response(data: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    match res.parse(data) {
-        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Complete(len)) => {
-            let head = ResponseHead {
-                status: res.code.unwrap_or(0),
-                reason: res.reason.unwrap_or_default().to_owned(),
-                minor_version: res.version.unwrap_or(1),
-                headers: collect_headers(res.headers),
-            };
-            Ok(Some((head, len)))
-        }
-        Ok(httparse::Status::Partial) if data.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
-        Err(_) => Err(HeadError::Malformed),
-    }
+    let mut head = ResponseHead::default();
+    Ok(head.parse(data)?.map(|len| (head, len)))
 }
 
 /// How a message body ends.
@@ -212,7 +294,9 @@ pub enum Framing {
 
 /// The framing a set of headers declares; `Err` when it is ambiguous or invalid
 /// (request smuggling defences: conflicting lengths, unknown transfer codings).
-pub fn declared_framing(headers: &[Header]) -> Result<Option<Framing>, &'static str> {
+pub fn declared_framing<'a>(
+    headers: impl IntoIterator<Item = HeaderRef<'a>>,
+) -> Result<Option<Framing>, &'static str> {
     let mut chunked = false;
     let mut has_te = false;
     let mut length: Option<u64> = None;
@@ -268,25 +352,23 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// True for headers dropped when forwarding: hop-by-hop ones, framing (re-emitted by the
 /// proxy), and any named in `Connection`.
-pub fn is_hop_by_hop(header: &Header, connection_tokens: &[String]) -> bool {
-    HOP_BY_HOP.iter().any(|h| header.is(h))
-        || connection_tokens
-            .iter()
-            .any(|t| header.name.eq_ignore_ascii_case(t))
+pub fn is_hop_by_hop(header: HeaderRef<'_>, connection_tokens: &[&str]) -> bool {
+    HOP_BY_HOP.iter().any(|h| header.is(h)) || connection_tokens.iter().any(|t| header.is(t))
 }
 
-/// The lower-cased tokens of every `Connection` header.
-pub fn connection_tokens(headers: &[Header]) -> Vec<String> {
+/// The tokens of every `Connection` header (compare them case-insensitively).
+pub fn connection_tokens<'a>(headers: impl IntoIterator<Item = HeaderRef<'a>>) -> Vec<&'a str> {
     headers
-        .iter()
+        .into_iter()
         .filter(|h| h.is("connection"))
-        .flat_map(|h| {
-            h.value_str()
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-        })
+        .flat_map(|h| h.value_str().split(',').map(str::trim))
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// True when `tokens` (from `connection_tokens`) holds `token`.
+pub fn has_token(tokens: &[&str], token: &str) -> bool {
+    tokens.iter().any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Writes `Name: value\r\n`.
@@ -514,46 +596,70 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let h = |n: &str, v: &str| Header {
-            name: n.into(),
-            value: v.as_bytes().to_vec(),
+        let h = |n: &'static str, v: &'static str| HeaderRef {
+            name: n,
+            value: v.as_bytes(),
         };
         assert_eq!(
-            declared_framing(&[h("Content-Length", "10")]),
+            declared_framing([h("Content-Length", "10")]),
             Ok(Some(Framing::Length(10)))
         );
         assert_eq!(
-            declared_framing(&[h("Transfer-Encoding", "gzip, chunked")]),
+            declared_framing([h("Transfer-Encoding", "gzip, chunked")]),
             Ok(Some(Framing::Chunked))
         );
-        assert_eq!(declared_framing(&[]), Ok(None));
-        assert!(declared_framing(&[h("Content-Length", "1"), h("Content-Length", "2")]).is_err());
+        assert_eq!(declared_framing([]), Ok(None));
+        assert!(declared_framing([h("Content-Length", "1"), h("Content-Length", "2")]).is_err());
         assert!(
-            declared_framing(&[h("Transfer-Encoding", "chunked"), h("Content-Length", "2")])
+            declared_framing([h("Transfer-Encoding", "chunked"), h("Content-Length", "2")])
                 .is_err()
         );
-        assert!(declared_framing(&[h("Transfer-Encoding", "gzip")]).is_err());
-        assert!(declared_framing(&[h("Content-Length", "-1")]).is_err());
+        assert!(declared_framing([h("Transfer-Encoding", "gzip")]).is_err());
+        assert!(declared_framing([h("Content-Length", "-1")]).is_err());
     }
 
     #[test]
     fn hop_by_hop_headers_include_connection_tokens() {
-        let h = |n: &str, v: &str| Header {
-            name: n.into(),
-            value: v.as_bytes().to_vec(),
-        };
-        let headers = vec![
-            h("Connection", "keep-alive, X-Drop"),
-            h("X-Drop", "1"),
-            h("X-Keep", "1"),
-        ];
-        let tokens = connection_tokens(&headers);
-        let kept: Vec<_> = headers
-            .iter()
-            .filter(|x| !is_hop_by_hop(x, &tokens))
-            .map(|x| x.name.clone())
+        let (head, _) = parse_request(
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Keep: 1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let tokens = connection_tokens(head.headers());
+        assert!(has_token(&tokens, "x-drop") && has_token(&tokens, "KEEP-ALIVE"));
+        let kept: Vec<_> = head
+            .headers()
+            .filter(|h| !is_hop_by_hop(*h, &tokens))
+            .map(|h| h.name)
             .collect();
         assert_eq!(kept, vec!["X-Keep"]);
+    }
+
+    #[test]
+    fn heads_keep_their_parts_and_are_reusable() {
+        let mut head = RequestHead::default();
+        let len = head
+            .parse(b"POST /a?b=1 HTTP/1.0\r\nHost: x\r\nX-A: 1\r\n\r\nBODY")
+            .unwrap();
+        assert_eq!(len, Some(41));
+        assert_eq!(
+            (head.method(), head.target(), head.minor_version),
+            ("POST", "/a?b=1", 0)
+        );
+        let names: Vec<_> = head.headers().map(|h| (h.name, h.value_str())).collect();
+        assert_eq!(names, vec![("Host", "x"), ("X-A", "1")]);
+        head.parse(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(
+            (head.method(), head.target(), head.headers().count()),
+            ("GET", "/", 0)
+        );
+        let (res, _) = parse_response(b"HTTP/1.1 404 Not Found\r\nA: b\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (res.status, res.reason(), res.headers().count()),
+            (404, "Not Found", 1)
+        );
     }
 
     proptest! {

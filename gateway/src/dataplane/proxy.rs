@@ -17,7 +17,7 @@ use super::http::{
 };
 use super::{access_log, WorkerContext};
 use crate::metrics::NO_API;
-use crate::snapshot::{upstream_path, Target};
+use crate::snapshot::{push_upstream_path, Target};
 use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::TlsStream;
 use crate::upstream::{self, ConnectError, Eviction, UpstreamConn};
@@ -27,6 +27,11 @@ struct Downstream {
     tls: TlsStream,
     buf: InBuffer,
     peer_ip: String,
+    /// Memory reused from request to request: the backend's response head, and the
+    /// rewritten heads sent either way.
+    response: ResponseHead,
+    upstream_head: Vec<u8>,
+    response_head: Vec<u8>,
 }
 
 /// An error answered to the client as contract JSON.
@@ -105,18 +110,22 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
         tls,
         buf: InBuffer::new(),
         peer_ip: peer.ip().to_string(),
+        response: ResponseHead::default(),
+        upstream_head: Vec::new(),
+        response_head: Vec::new(),
     };
+    let mut head = RequestHead::default();
     loop {
-        let head = match read_request_head(&ctx, &mut client).await {
-            Ok(Some(head)) => head,
-            Ok(None) => break,
+        match read_request_head(&ctx, &mut client, &mut head).await {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let _ = respond_error(&mut client, &e, false).await;
                 ctx.metrics.request(&no_api(), e.status, Duration::ZERO);
                 break;
             }
         };
-        let outcome = handle_request(&ctx, &mut client, head).await;
+        let outcome = handle_request(&ctx, &mut client, &head).await;
         if !outcome.keep_alive || ctx.draining.get() {
             break;
         }
@@ -129,19 +138,20 @@ fn no_api() -> Arc<str> {
     NO_API_LABEL.with(Arc::clone)
 }
 
-/// Waits for the next request head. `Ok(None)`: the client closed, went idle past the
-/// timeout, or the worker is draining.
+/// Waits for the next request head and parses it into `head`. `Ok(false)`: the client
+/// closed, went idle past the timeout, or the worker is draining.
 async fn read_request_head(
     ctx: &WorkerContext,
     client: &mut Downstream,
-) -> Result<Option<RequestHead>, ProxyError> {
+    head: &mut RequestHead,
+) -> Result<bool, ProxyError> {
     let mut deadline = None;
     loop {
         if !client.buf.is_empty() {
-            match http::parse_request(client.buf.data()) {
-                Ok(Some((head, len))) => {
+            match head.parse(client.buf.data()) {
+                Ok(Some(len)) => {
                     client.buf.consume(len);
-                    return Ok(Some(head));
+                    return Ok(true);
                 }
                 Ok(None) => {}
                 Err(HeadError::TooLarge) => {
@@ -178,7 +188,11 @@ async fn read_request_head(
         }
         let idle = client.buf.is_empty();
         if idle && ctx.draining.get() {
-            return Ok(None);
+            return Ok(false);
+        }
+        if idle {
+            // Between requests a connection holds no read buffer of its own.
+            client.buf.release_if_empty();
         }
         let wait = if idle {
             ctx.limits.idle_timeout
@@ -196,9 +210,9 @@ async fn read_request_head(
             ctx.idle_fds.borrow_mut().remove(&fd);
         }
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(false),
             Ok(Ok(_)) => {}
-            Err(_) if idle => return Ok(None),
+            Err(_) if idle => return Ok(false),
             Err(_) => {
                 return Err(ProxyError::new(
                     408,
@@ -214,11 +228,12 @@ async fn read_request_head(
 async fn handle_request(
     ctx: &WorkerContext,
     client: &mut Downstream,
-    head: RequestHead,
+    head: &RequestHead,
 ) -> Outcome {
     let started = Instant::now();
-    let request_id = request_id(ctx, &head);
-    let snapshot = ctx.snapshot.load_full();
+    let request_id = request_id(ctx, head);
+    // A guard, not a clone: no reference-count traffic shared with other cores.
+    let snapshot = ctx.snapshot.load();
     let mut api = no_api();
     let mut backend = None;
     let result = route_and_proxy(
@@ -248,7 +263,7 @@ async fn handle_request(
     if let Some(log) = &ctx.access_log {
         log.log(&access_log::Entry {
             request_id: &request_id,
-            method: &head.method,
+            method: head.method(),
             api: &api,
             backend: backend.as_deref(),
             status: outcome.status,
@@ -264,8 +279,7 @@ async fn handle_request(
 /// The client's `X-Request-Id` when it sent a sane one, else a new id unique to this process.
 fn request_id(ctx: &WorkerContext, head: &RequestHead) -> String {
     let given = head
-        .headers
-        .iter()
+        .headers()
         .find(|h| h.is("x-request-id"))
         .map(|h| h.value_str());
     match given {
@@ -285,9 +299,9 @@ async fn route_and_proxy(
     api: &mut Arc<str>,
     backend: &mut Option<Arc<str>>,
 ) -> Result<Outcome, ProxyError> {
-    let tokens = http::connection_tokens(&head.headers);
-    let client_keep_alive = head.minor_version >= 1 && !tokens.iter().any(|t| t == "close");
-    let framing = http::declared_framing(&head.headers)
+    let tokens = http::connection_tokens(head.headers());
+    let client_keep_alive = head.minor_version >= 1 && !http::has_token(&tokens, "close");
+    let framing = http::declared_framing(head.headers())
         .map_err(|why| {
             ProxyError::new(
                 400,
@@ -297,9 +311,9 @@ async fn route_and_proxy(
             .closing()
         })?
         .unwrap_or(Framing::Empty);
-    let (path, query) = match head.target.split_once('?') {
+    let (path, query) = match head.target().split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (head.target.as_str(), None),
+        None => (head.target(), None),
     };
     if !path.starts_with('/') {
         let why = "The request target must be a path starting with '/'.";
@@ -313,8 +327,7 @@ async fn route_and_proxy(
     *api = route.api_id.clone();
     *backend = Some(route.target.backend_id.clone());
     let expects_continue = head
-        .headers
-        .iter()
+        .headers()
         .any(|h| h.is("expect") && h.value_str().eq_ignore_ascii_case("100-continue"));
     if expects_continue {
         // Answer it here: the body must reach us before the backend can see it.
@@ -337,8 +350,17 @@ async fn route_and_proxy(
         request_id,
         tokens: &tokens,
     };
-    let upstream_head = build_upstream_head(head, target, rest, query, &forwarding, framing);
-    proxy(
+    let mut upstream_head = std::mem::take(&mut client.upstream_head);
+    build_upstream_head(
+        &mut upstream_head,
+        head,
+        target,
+        rest,
+        query,
+        &forwarding,
+        framing,
+    );
+    let result = proxy(
         ctx,
         client,
         head,
@@ -347,7 +369,9 @@ async fn route_and_proxy(
         framing,
         client_keep_alive,
     )
-    .await
+    .await;
+    client.upstream_head = upstream_head;
+    result
 }
 
 /// What the gateway adds to a forwarded request.
@@ -356,32 +380,33 @@ struct Forwarding<'a> {
     client_ip: &'a str,
     request_id: &'a str,
     /// Header names listed in the client's `Connection` header (dropped).
-    tokens: &'a [String],
+    tokens: &'a [&'a str],
 }
 
 /// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
 /// headers, no hop-by-hop fields.
 fn build_upstream_head(
+    out: &mut Vec<u8>,
     head: &RequestHead,
     target: &Target,
     rest: &str,
     query: Option<&str>,
     forwarding: &Forwarding<'_>,
     framing: Framing,
-) -> Vec<u8> {
+) {
     let Forwarding {
         client_ip,
         request_id,
         tokens,
     } = *forwarding;
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(head.method.as_bytes());
+    out.clear();
+    out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(upstream_path(&target.base_path, rest, query).as_bytes());
+    push_upstream_path(out, &target.base_path, rest, query);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    http::push_header(&mut out, "Host", target.authority.as_bytes());
-    let mut forwarded_for = None;
-    for h in &head.headers {
+    http::push_header(out, "Host", target.authority.as_bytes());
+    let mut forwarded_for: Option<&str> = None;
+    for h in head.headers() {
         if http::is_hop_by_hop(h, tokens)
             || h.is("host")
             || h.is("x-forwarded-proto")
@@ -391,21 +416,23 @@ fn build_upstream_head(
             continue;
         }
         if h.is("x-forwarded-for") {
-            forwarded_for = Some(h.value_str().to_owned());
+            forwarded_for = Some(h.value_str());
             continue;
         }
-        http::push_header(&mut out, &h.name, &h.value);
+        http::push_header(out, h.name, h.value);
     }
-    let xff = match forwarded_for {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.to_owned(),
-    };
-    http::push_header(&mut out, "X-Forwarded-For", xff.as_bytes());
-    http::push_header(&mut out, "X-Forwarded-Proto", b"https");
-    http::push_header(&mut out, "X-Request-Id", request_id.as_bytes());
-    http::push_framing(&mut out, framing);
+    // X-Forwarded-For: the chain the client sent, then the client's address.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = forwarded_for.map(str::trim).filter(|p| !p.is_empty()) {
+        out.extend_from_slice(prev.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip.as_bytes());
     out.extend_from_slice(b"\r\n");
-    out
+    http::push_header(out, "X-Forwarded-Proto", b"https");
+    http::push_header(out, "X-Request-Id", request_id.as_bytes());
+    http::push_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Gets a connection for the target: a pooled one for the same key, else a new one.
@@ -569,18 +596,19 @@ async fn proxy(
             .closing(),
         })?;
     }
-    let response = read_response_head(ctx, &mut conn, target).await?;
+    let mut response = std::mem::take(&mut client.response);
+    read_response_head(ctx, &mut conn, target, &mut response).await?;
     let upstream = UpstreamUse {
         reused: conn.reused,
         resumed: if conn.reused { None } else { conn.resumed },
         duration: sent_at.elapsed(),
     };
-    let is_head = head.method.eq_ignore_ascii_case("HEAD");
+    let is_head = head.method().eq_ignore_ascii_case("HEAD");
     let status = response.status;
     let response_framing = if is_head || status == 204 || status == 304 {
         Framing::Empty
     } else {
-        match http::declared_framing(&response.headers) {
+        match http::declared_framing(response.headers()) {
             Ok(f) => f.unwrap_or(Framing::UntilClose),
             Err(why) => {
                 return Err(ProxyError::new(
@@ -594,23 +622,24 @@ async fn proxy(
             }
         }
     };
-    let upstream_tokens = http::connection_tokens(&response.headers);
+    let upstream_tokens = http::connection_tokens(response.headers());
     let upstream_reusable = response.minor_version >= 1
-        && !upstream_tokens.iter().any(|t| t == "close")
+        && !http::has_token(&upstream_tokens, "close")
         && response_framing != Framing::UntilClose;
     let keep_alive =
         client_keep_alive && response_framing != Framing::UntilClose && !ctx.draining.get();
-    let mut out = Vec::with_capacity(512);
-    write_status_line(&mut out, status, &response.reason);
-    for h in &response.headers {
+    let mut out = std::mem::take(&mut client.response_head);
+    out.clear();
+    write_status_line(&mut out, status, response.reason());
+    for h in response.headers() {
         if !http::is_hop_by_hop(h, &upstream_tokens) {
-            http::push_header(&mut out, &h.name, &h.value);
+            http::push_header(&mut out, h.name, h.value);
         }
     }
     if is_head {
         // A HEAD answer keeps the length the GET would have had.
-        if let Some(cl) = response.headers.iter().find(|h| h.is("content-length")) {
-            http::push_header(&mut out, "Content-Length", &cl.value);
+        if let Some(cl) = response.headers().find(|h| h.is("content-length")) {
+            http::push_header(&mut out, "Content-Length", cl.value);
         }
     } else {
         http::push_framing(&mut out, response_framing);
@@ -620,6 +649,9 @@ async fn proxy(
     }
     out.extend_from_slice(b"\r\n");
     let sent_head = client.tls.buffer_write(&out).is_ok();
+    client.response_head = out;
+    drop(upstream_tokens);
+    client.response = response;
     let body_result = if !sent_head {
         Err(BodyError::Sink("encrypting the response failed".into()))
     } else if response_framing == Framing::Empty {
@@ -665,17 +697,18 @@ async fn read_response_head(
     ctx: &WorkerContext,
     conn: &mut UpstreamConn,
     target: &Target,
-) -> Result<ResponseHead, ProxyError> {
+    head: &mut ResponseHead,
+) -> Result<(), ProxyError> {
     let deadline = Instant::now() + ctx.limits.request_timeout;
     loop {
         if !conn.buffered.is_empty() {
-            match http::parse_response(conn.buffered.data()) {
-                Ok(Some((head, len))) => {
+            match head.parse(conn.buffered.data()) {
+                Ok(Some(len)) => {
                     conn.buffered.consume(len);
                     if (100..200).contains(&head.status) && head.status != 101 {
                         continue;
                     }
-                    return Ok(head);
+                    return Ok(());
                 }
                 Ok(None) => {}
                 Err(e) => {

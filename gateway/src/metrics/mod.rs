@@ -5,7 +5,6 @@
 //! on a handle. The control plane records configuration metrics directly.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +33,9 @@ pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
 pub const UPSTREAM_HANDSHAKE_DURATION_SECONDS: &str = "edgegw_upstream_handshake_duration_seconds";
 pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
+pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
+pub const STEERING_LIVE_WORKERS: &str = "edgegw_steering_live_workers";
+pub const STEERING_MODE: &str = "edgegw_steering_mode";
 
 /// Label value for requests that matched no API.
 pub const NO_API: &str = "-";
@@ -89,11 +91,6 @@ fn describe() {
         UPSTREAM_POOL_EVICTIONS_TOTAL,
         "Idle upstream connections dropped, by reason."
     );
-    describe_gauge!(
-        CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
-        Unit::Seconds,
-        "Expiry (notAfter) of each uploaded client certificate, Unix time."
-    );
     describe_counter!(
         WORKER_ACCEPTED_CONNECTIONS_TOTAL,
         "Client connections accepted by each worker."
@@ -127,13 +124,86 @@ fn describe() {
     );
 }
 
+/// The steering mode in force (`mode` = `ebpf` | `kernel`), set once at start.
+pub fn record_steering_mode(ebpf: bool, policy: &'static str) {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        STEERING_DECISIONS_TOTAL,
+        "eBPF steering decisions: chosen (the policy's worker), rerouted (its slot was empty, another live worker took it), kernel_fallback (no live worker: the kernel's hash chose)."
+    );
+    describe_counter!(
+        STEERING_MIGRATED_TOTAL,
+        "Connections moved by the eBPF program off a closing listener (restart handover)."
+    );
+    describe_gauge!(
+        STEERING_LIVE_WORKERS,
+        "Workers in the eBPF socket map (healthy and not taken out)."
+    );
+    describe_gauge!(
+        STEERING_MODE,
+        "Connection steering in force: 1 for the mode and policy in use."
+    );
+    let mode = if ebpf { "ebpf" } else { "kernel" };
+    let policy = if ebpf { policy } else { "kernel-hash" };
+    metrics::gauge!(STEERING_MODE, "mode" => mode, "policy" => policy).set(1.0);
+}
+
+pub fn record_steering_live_workers(live: usize) {
+    metrics::gauge!(STEERING_LIVE_WORKERS).set(live as f64);
+}
+
+/// The eBPF program's counters (totals since it was loaded): connections per worker go to
+/// `edgegw_worker_accepted_connections_total` (the workers do not count them in eBPF mode).
+pub fn record_steering_counters(per_worker: &[u64], rerouted: u64, fallback: u64, migrated: u64) {
+    for (worker, &n) in per_worker.iter().enumerate() {
+        metrics::counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "worker" => worker.to_string())
+            .absolute(n);
+    }
+    let steered: u64 = per_worker.iter().sum();
+    let decision = |d: &'static str| metrics::counter!(STEERING_DECISIONS_TOTAL, "decision" => d);
+    decision("chosen").absolute(steered.saturating_sub(rerouted));
+    decision("rerouted").absolute(rerouted);
+    decision("kernel_fallback").absolute(fallback);
+    metrics::counter!(STEERING_MIGRATED_TOTAL).absolute(migrated);
+}
+
 /// Called by the control plane whenever it publishes a snapshot.
 pub fn record_config(generation: u64, resources: &Resources) {
     metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
-    for cert in resources.certificates.values() {
-        metrics::gauge!(CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, "certificate" => cert.id.to_string())
-            .set(cert.info.not_after.unix_timestamp() as f64);
+    let expiries = resources
+        .certificates
+        .values()
+        .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
+        .collect();
+    *CERTIFICATE_EXPIRIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = expiries;
+}
+
+/// Expiry of every certificate that exists now. Rendered at scrape time rather than kept as
+/// recorder gauges, because the recorder cannot forget a series: a deleted certificate must
+/// leave `/metrics` (or its expiry alerts would keep firing).
+static CERTIFICATE_EXPIRIES: std::sync::Mutex<Vec<(String, i64)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The whole `/metrics` text: the recorder's metrics plus the certificate expiries.
+pub fn render(handle: &PrometheusHandle) -> String {
+    use std::fmt::Write;
+    let mut out = handle.render();
+    let expiries = CERTIFICATE_EXPIRIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let name = CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS;
+    let _ = writeln!(
+        out,
+        "# HELP {name} Expiry (notAfter) of each uploaded client certificate, Unix time."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    // Certificate ids are limited to [A-Za-z0-9._-]: nothing to escape in the label.
+    for (id, not_after) in expiries.iter() {
+        let _ = writeln!(out, "{name}{{certificate=\"{id}\"}} {not_after}");
     }
+    out
 }
 
 /// One admin change (`kind`: certificate|backend|api|policy, `operation`: put|delete).
@@ -145,8 +215,8 @@ pub fn record_ticket_rotation() {
     metrics::counter!(TICKET_KEY_ROTATIONS_TOTAL).increment(1);
 }
 
-/// Metric handles cached by label values.
-type Handles<K, H> = RefCell<HashMap<K, H>>;
+/// Metric handles cached by label values (FxHash: these lookups run on every request).
+type Handles<K, H> = RefCell<rustc_hash::FxHashMap<K, H>>;
 
 /// One worker's cached metric handles. Single-threaded by construction (`RefCell`).
 pub struct WorkerMetrics {
@@ -200,6 +270,11 @@ impl WorkerMetrics {
 
     pub fn connection_accepted(&self) {
         self.accepted.increment(1);
+        self.active.increment(1.0);
+    }
+
+    /// A connection opened whose acceptance the eBPF program already counted.
+    pub fn connection_opened(&self) {
         self.active.increment(1.0);
     }
 

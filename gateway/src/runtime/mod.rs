@@ -237,7 +237,7 @@ async fn control_plane(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    render.render(),
+                    metrics::render(&render),
                 )
             }
         }),

@@ -97,7 +97,8 @@ impl TlsStream {
         let transport = MemoryTransport {
             incoming: Vec::with_capacity(RECV_BUFFER),
             read_pos: 0,
-            outgoing: Vec::with_capacity(RECV_BUFFER),
+            // Grows to what the connection writes; small answers never touch much of it.
+            outgoing: Vec::new(),
             eof: false,
         };
         let ssl = SslStream::new(ssl, transport)

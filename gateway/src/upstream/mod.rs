@@ -3,7 +3,6 @@
 
 pub mod pool;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -136,7 +135,7 @@ pub enum ConnectError {
 /// The pool and session cache one worker owns. Nothing here is shared across cores.
 pub struct WorkerUpstreams {
     pub pool: Pool<PoolKey, UpstreamConn>,
-    sessions: HashMap<PoolKey, SslSession>,
+    sessions: rustc_hash::FxHashMap<PoolKey, SslSession>,
     connect_timeout: Duration,
 }
 
@@ -144,7 +143,7 @@ impl WorkerUpstreams {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
         Self {
             pool: Pool::new(max_idle_per_key, idle_timeout),
-            sessions: HashMap::new(),
+            sessions: Default::default(),
             connect_timeout,
         }
     }

@@ -2,12 +2,12 @@
 //! no TLS or socket logic and can be tested alone. Newest first: the most recently used
 //! connection is the one least likely to have been closed by the peer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 pub struct Pool<K, C> {
-    idle: HashMap<K, VecDeque<Idle<C>>>,
+    idle: rustc_hash::FxHashMap<K, VecDeque<Idle<C>>>,
     max_idle_per_key: usize,
     idle_timeout: Duration,
 }
@@ -31,7 +31,7 @@ pub enum Eviction {
 impl<K: Eq + Hash + Clone, C> Pool<K, C> {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
         Self {
-            idle: HashMap::new(),
+            idle: Default::default(),
             max_idle_per_key,
             idle_timeout,
         }

@@ -79,3 +79,31 @@ fn metrics_endpoint_has_every_contract_metric() {
         .fold(0.0, f64::max);
     assert!(expiry > 1.7e9, "certificate expiry timestamp {expiry}");
 }
+
+/// A certificate's expiry series lives exactly as long as the certificate: a deleted one must
+/// leave `/metrics`, or its expiry alerts would keep firing.
+#[test]
+fn certificate_expiry_series_follow_the_certificates() {
+    let f = Fixture::standard();
+    let expiry_ids = |text: &str| -> Vec<String> {
+        e2e::metrics::parse(text)
+            .into_iter()
+            .filter(|s| s.name == "edgegw_certificate_expiry_timestamp_seconds")
+            .filter_map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == "certificate")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect()
+    };
+    f.upload("client-2");
+    let ids = expiry_ids(&f.gw.metrics());
+    assert!(
+        ids.contains(&"client-1".to_owned()) && ids.contains(&"client-2".to_owned()),
+        "{ids:?}"
+    );
+    assert_eq!(f.admin.delete("/certificates/client-2").status, 204);
+    let ids = expiry_ids(&f.gw.metrics());
+    assert_eq!(ids, vec!["client-1".to_owned()]);
+}
