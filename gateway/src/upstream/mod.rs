@@ -80,22 +80,17 @@ impl UpstreamIo {
                 return true;
             }
         }
-        let mut byte = 0u8;
-        // SAFETY: a non-blocking peek of one byte into a valid local buffer on a socket fd we
-        // own for the duration of the call.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
+        // An idle connection has nothing to read: readable means the backend closed it (FIN),
+        // reset it, or sent something unasked (an alert). poll(2) with a zero timeout reads
+        // the socket state without taking the socket lock, unlike a MSG_PEEK recv.
+        let mut pfd = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
         };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return err.kind() != std::io::ErrorKind::WouldBlock;
-        }
-        true
+        // SAFETY: one valid pollfd for a socket this connection owns; zero timeout.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        ready != 0
     }
 }
 

@@ -73,6 +73,13 @@ fn upstream_pooling_and_resumption_after_backend_restart() {
         resumed_after > resumed_before,
         "upstream resumed handshakes metric did not grow"
     );
+    // The dead pooled connection was recognised before use, not after a failed request.
+    let (_, stale) = f.gw.wait_metric(
+        "edgegw_upstream_pool_evictions_total",
+        &[("reason", "stale")],
+        1.0,
+    );
+    assert!(stale >= 1.0, "no stale pooled connection was evicted");
 
     // And it keeps pooling afterwards.
     let mut ids2 = HashSet::new();
