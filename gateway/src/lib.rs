@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod snapshot;
+pub mod steering;
 pub mod store;
 pub mod tls;
 pub mod upstream;

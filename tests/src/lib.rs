@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod pki;
 pub mod prometheus;
+pub mod steering;
 pub mod util;
 
 pub use backend::{Backend, BackendOpts};

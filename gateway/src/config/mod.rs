@@ -176,6 +176,9 @@ pub struct SteeringConfig {
     pub mode: SteeringMode,
     /// `steering.policy`: `"hash"` (the default), `"cpu"` or `"least-loaded"`.
     pub policy: SteeringPolicy,
+    /// `steering.stall_threshold`: a worker whose event loop has not run for this long is
+    /// taken out of the eBPF socket map until it runs again. Non-zero. Default `1s`.
+    pub stall_threshold: Duration,
 }
 
 /// `[upstream]`: connections to backends.
@@ -235,6 +238,7 @@ impl Config {
             steering: SteeringConfig {
                 mode: SteeringMode::Auto,
                 policy: SteeringPolicy::Hash,
+                stall_threshold: Duration::from_secs(1),
             },
             upstream: UpstreamConfig {
                 max_idle_per_key: 64,

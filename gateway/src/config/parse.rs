@@ -39,7 +39,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "store",
         &["kind", "etcd_endpoints", "etcd_prefix", "master_key_file"],
     ),
-    ("steering", &["mode", "policy"]),
+    ("steering", &["mode", "policy", "stall_threshold"]),
     (
         "upstream",
         &[
@@ -375,6 +375,9 @@ impl Parser {
                         ("least-loaded", SteeringPolicy::LeastLoaded),
                     ],
                 )
+            }),
+            stall_threshold: self.take_or(s, "stall_threshold", d.stall_threshold, |v| {
+                duration(v, false)
             }),
         };
 

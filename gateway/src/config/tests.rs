@@ -163,6 +163,7 @@ master_key_file = "/etc/edgegw/master.key"
 [steering]
 mode = "ebpf"
 policy = "least-loaded"
+stall_threshold = "250ms"
 
 [upstream]
 max_idle_per_key = 0
@@ -211,6 +212,7 @@ request_timeout = "2m"
         steering: SteeringConfig {
             mode: SteeringMode::Ebpf,
             policy: SteeringPolicy::LeastLoaded,
+            stall_threshold: Duration::from_millis(250),
         },
         upstream: UpstreamConfig {
             max_idle_per_key: 0,
@@ -229,6 +231,11 @@ fn enum_values() {
     assert_eq!(c.steering.policy, SteeringPolicy::Cpu);
     let c = parse("[steering]\nmode = \"auto\"\npolicy = \"hash\"\n[store]\nkind = \"embedded\"");
     assert_eq!(c.steering, Config::embedded_defaults().steering);
+    let msg = single(
+        "[steering]\nstall_threshold = \"0s\"",
+        "steering.stall_threshold",
+    );
+    assert!(msg.contains("greater than zero"), "{msg}");
     let msg = single("[steering]\npolicy = \"least_loaded\"", "steering.policy");
     assert!(
         msg.contains("\"least_loaded\"") && msg.contains("\"least-loaded\""),
@@ -565,11 +572,21 @@ fn parse_duration_is_exported() {
 
 #[test]
 fn access_log_is_off_stderr_or_a_file() {
-    let log = |v: &str| parse(&format!("[server]\naccess_log = {v:?}\n")).server.access_log;
+    let log = |v: &str| {
+        parse(&format!("[server]\naccess_log = {v:?}\n"))
+            .server
+            .access_log
+    };
     assert_eq!(log(""), AccessLog::Off);
     assert_eq!(log("stderr"), AccessLog::Stderr);
-    assert_eq!(log("/tmp/a.log"), AccessLog::File(PathBuf::from("/tmp/a.log")));
-    assert_eq!(Config::embedded_defaults().server.access_log, AccessLog::Off);
+    assert_eq!(
+        log("/tmp/a.log"),
+        AccessLog::File(PathBuf::from("/tmp/a.log"))
+    );
+    assert_eq!(
+        Config::embedded_defaults().server.access_log,
+        AccessLog::Off
+    );
     let errors = Config::from_toml_str("[server]\naccess_log = 1\n").unwrap_err();
     assert!(errors.has_key("server.access_log"), "{errors}");
 }

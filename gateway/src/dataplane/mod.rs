@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::metrics::WorkerMetrics;
 use crate::snapshot::Snapshot;
+use crate::steering::{AcceptingGuard, Pulse, HEARTBEAT};
 use crate::upstream::WorkerUpstreams;
 
 /// Time limits on client connections and upstream requests.
@@ -79,6 +80,8 @@ pub struct WorkerShared {
     pub shutdown_grace: Duration,
     pub driver: Driver,
     pub access_log: crate::config::AccessLog,
+    /// Count accepted connections here (kernel steering); in eBPF mode the program does.
+    pub count_accepts: bool,
 }
 
 /// One worker's state; lives on its thread only.
@@ -94,6 +97,11 @@ pub struct WorkerContext {
     /// Sockets of connections waiting for their next request (closed at shutdown).
     pub idle_fds: RefCell<HashSet<RawFd>>,
     pub active: Cell<usize>,
+    /// Liveness and load for the steering thread.
+    pub pulse: Arc<Pulse>,
+    count_accepts: bool,
+    /// When the last connection was accepted (see `FIRST_REQUEST_SETTLE`).
+    last_accept: Cell<Option<Instant>>,
     pub access_log: Option<access_log::AccessLogger>,
     requests: Cell<u64>,
 }
@@ -123,9 +131,10 @@ pub fn run_worker(
     id: usize,
     shared: WorkerShared,
     listener: std::net::TcpListener,
+    pulse: Arc<Pulse>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let future = worker_loop(id, shared.clone(), listener, shutdown);
+    let future = worker_loop(id, shared.clone(), listener, pulse, shutdown);
     match shared.driver {
         Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(1024)
@@ -143,9 +152,11 @@ async fn worker_loop(
     id: usize,
     shared: WorkerShared,
     listener: std::net::TcpListener,
+    pulse: Arc<Pulse>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = monoio::net::TcpListener::from_std(listener)?;
+    let accepting = AcceptingGuard(pulse.clone());
     let ctx = Rc::new(WorkerContext {
         id,
         acceptor: shared.acceptor.clone(),
@@ -160,6 +171,9 @@ async fn worker_loop(
         draining: Cell::new(false),
         idle_fds: RefCell::default(),
         active: Cell::new(0),
+        pulse,
+        count_accepts: shared.count_accepts,
+        last_accept: Cell::new(None),
         access_log: access_log::AccessLogger::open(&shared.access_log)?,
         requests: Cell::new(0),
     });
@@ -167,11 +181,13 @@ async fn worker_loop(
         monoio::spawn(flush_access_log(ctx.clone()));
     }
     monoio::spawn(sweep_idle_upstreams(ctx.clone()));
+    monoio::spawn(heartbeat(ctx.clone()));
     tracing::debug!(worker = id, "worker accepting");
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => spawn_connection(&ctx, stream, peer),
+                Err(_) if ctx.pulse.stop_accepting_requested() => break,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(worker = id, error = %e, "accept failed");
@@ -182,26 +198,47 @@ async fn worker_loop(
         }
     }
     drop(listener);
+    drop(accepting);
     drain(&ctx, shared.shutdown_grace).await;
     Ok(())
 }
 
 fn spawn_connection(ctx: &Rc<WorkerContext>, stream: monoio::net::TcpStream, peer: SocketAddr) {
-    ctx.metrics.connection_accepted();
+    if ctx.count_accepts {
+        ctx.metrics.connection_accepted();
+    } else {
+        ctx.metrics.connection_opened();
+    }
     ctx.active.set(ctx.active.get() + 1);
+    ctx.pulse.set_active(ctx.active.get());
+    ctx.last_accept.set(Some(Instant::now()));
     let ctx = ctx.clone();
     monoio::spawn(async move {
         proxy::serve_connection(ctx.clone(), stream, peer).await;
         ctx.active.set(ctx.active.get() - 1);
+        ctx.pulse.set_active(ctx.active.get());
         ctx.metrics.connection_closed();
     });
 }
 
+/// How long a just-accepted connection gets to send its first request once shutdown starts.
+const FIRST_REQUEST_SETTLE: Duration = Duration::from_millis(500);
+
 /// Stops taking requests: idle keep-alive connections are closed now, busy ones after their
 /// current response, all within the grace period.
 async fn drain(ctx: &WorkerContext, grace: Duration) {
-    ctx.draining.set(true);
     let deadline = Instant::now() + grace;
+    // A connection accepted just before the listener closed is still in its handshake or
+    // about to send its first request; "idle" below would close it unserved (during a
+    // restart handover, a failed connection). Let recent ones reach their first request.
+    if let Some(accepted) = ctx.last_accept.get() {
+        let settle = (accepted + FIRST_REQUEST_SETTLE).min(deadline);
+        let now = Instant::now();
+        if settle > now {
+            monoio::time::sleep(settle - now).await;
+        }
+    }
+    ctx.draining.set(true);
     loop {
         for fd in ctx.idle_fds.borrow().iter() {
             // SAFETY: the fd belongs to a live connection of this worker (it leaves the set
@@ -232,6 +269,24 @@ async fn flush_access_log(ctx: Rc<WorkerContext>) {
         if let Some(log) = &ctx.access_log {
             log.flush();
         }
+    }
+}
+
+/// Proves to the steering thread that this event loop runs (a stalled loop stops beating
+/// and is taken out of the eBPF socket map until it beats again).
+async fn heartbeat(ctx: Rc<WorkerContext>) {
+    loop {
+        ctx.pulse.beat();
+        if let Some(stall) = ctx.pulse.take_stall() {
+            // Test hook (EDGEGW_TEST_HOOKS=1): block this event loop like a stuck worker.
+            tracing::warn!(
+                worker = ctx.id,
+                ms = stall.as_millis() as u64,
+                "test hook: stalling the worker"
+            );
+            std::thread::sleep(stall);
+        }
+        monoio::time::sleep(HEARTBEAT).await;
     }
 }
 

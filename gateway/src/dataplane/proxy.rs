@@ -239,7 +239,7 @@ async fn handle_request(
     let result = route_and_proxy(
         ctx,
         client,
-        &head,
+        head,
         &snapshot,
         &request_id,
         &mut api,

@@ -1,19 +1,22 @@
 //! Starts and stops the gateway: the control plane (admin API, metrics endpoint, ticket-key
-//! rotation, signals) on one tokio thread, and the data-plane workers on their own threads.
-//! The two meet only at the snapshot (`crate::snapshot`).
+//! rotation, signals, the control socket) on one tokio thread, and the data-plane workers on
+//! their own threads. The two meet only at the snapshot (`crate::snapshot`). Connection
+//! steering and the restart handover between two processes: `crate::steering`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::admin::{self, ControlPlane};
-use crate::config::{Config, SteeringMode, StoreKind};
+use crate::config::{Config, StoreKind};
 use crate::dataplane::{self, Driver, Limits, WorkerShared};
 use crate::metrics;
 use crate::snapshot::Publisher;
+use crate::steering::handover::{self, ControlSocket};
+use crate::steering::{self, Pulse, Steering};
 use crate::store::{self, MasterKey, StoreSettings};
 use crate::tls::server::{build_acceptor, ServerTlsSettings};
 use crate::tls::tickets::TicketKeys;
@@ -38,32 +41,61 @@ fn fail(context: &str, e: impl std::fmt::Display) -> RunError {
     RunError(format!("{context}: {e}"))
 }
 
-/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
+/// Runs the gateway until SIGTERM or SIGINT (or until a new edgegw on the same
+/// configuration takes over, see `steering::handover`), then drains and returns.
 pub fn run(config: Config) -> Result<(), RunError> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| fail(&format!("server.data_dir {}", data_dir.display()), e))?;
     let prometheus = metrics::install().map_err(RunError)?;
 
-    // Control-plane state: store, keys, snapshot publisher.
     if config.store.kind == StoreKind::Etcd {
         return Err(RunError(
             "store.kind = \"etcd\" is not available in this build yet; use \"embedded\"".into(),
         ));
     }
-    let master_key = MasterKey::resolve(
-        std::env::var("EDGEGW_MASTER_KEY").ok(),
-        config.store.master_key_file.as_deref(),
-        &data_dir,
-    )
-    .map_err(|e| fail("master key", e))?;
-    let store = store::open(&StoreSettings {
-        kind: store::StoreKind::Embedded,
-        data_dir: data_dir.clone(),
-        etcd_endpoints: config.store.etcd_endpoints.clone(),
-        etcd_prefix: config.store.etcd_prefix.clone(),
-    })
-    .map_err(|e| fail("opening the store", e))?;
+
+    // Is the data-plane port free, or held by an edgegw on this data dir that hands over?
+    // SO_REUSEPORT would let us join any group of our user silently: a plain bind first.
+    let listen = config.listener.address;
+    let socket_path = handover::socket_path(&data_dir);
+    let takeover = match ensure_port_free(listen) {
+        Ok(()) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let takeover = handover::request(&socket_path, listen).map_err(|why| {
+                RunError(format!(
+                    "listener.address {listen} is not available: it is in use by another process, and {why}"
+                ))
+            })?;
+            tracing::info!(
+                "taking over from the edgegw running on this data dir: it released the store and the admin/metrics ports"
+            );
+            Some(takeover)
+        }
+        Err(e) => {
+            return Err(fail(
+                &format!("listener.address {listen} is not available"),
+                e,
+            ))
+        }
+    };
+    // The old process may need a moment to let go of the store and the ports.
+    let patience = if takeover.is_some() {
+        Duration::from_secs(10)
+    } else {
+        Duration::ZERO
+    };
+    steering::enable_migration();
+
+    // Control-plane state: store, keys, snapshot publisher.
+    let master_key = || {
+        MasterKey::resolve(
+            std::env::var("EDGEGW_MASTER_KEY").ok(),
+            config.store.master_key_file.as_deref(),
+            &data_dir,
+        )
+        .map_err(|e| fail("master key", e))
+    };
     let token = admin::resolve_token(
         config.admin.token.clone(),
         std::env::var("EDGEGW_ADMIN_TOKEN").ok(),
@@ -72,15 +104,29 @@ pub fn run(config: Config) -> Result<(), RunError> {
     .map_err(|e| fail("admin token", e))?;
     let publisher = Arc::new(Publisher::new());
     let snapshot = publisher.handle();
-    let publish = {
-        let publisher = publisher.clone();
-        Box::new(move |resources: &crate::model::Resources| publisher.publish(resources))
+    let open_control = |patience: Duration| -> Result<Arc<ControlPlane>, RunError> {
+        let store = retry(patience, || {
+            store::open(&StoreSettings {
+                kind: store::StoreKind::Embedded,
+                data_dir: data_dir.clone(),
+                etcd_endpoints: config.store.etcd_endpoints.clone(),
+                etcd_prefix: config.store.etcd_prefix.clone(),
+            })
+            .map_err(|e| fail("opening the store", e))
+        })?;
+        let publish = {
+            let publisher = publisher.clone();
+            Box::new(move |resources: &crate::model::Resources| publisher.publish(resources))
+        };
+        Ok(Arc::new(
+            ControlPlane::open(store, master_key()?, publish)
+                .map_err(|e| fail("loading the store", e))?
+                .with_audit_log(
+                    admin::AuditLog::open(&data_dir).map_err(|e| fail("audit log", e))?,
+                ),
+        ))
     };
-    let control = Arc::new(
-        ControlPlane::open(store, master_key, publish)
-            .map_err(|e| fail("loading the store", e))?
-            .with_audit_log(admin::AuditLog::open(&data_dir).map_err(|e| fail("audit log", e))?),
-    );
+    let control = open_control(patience)?;
 
     // TLS for clients: one acceptor shared by all workers.
     let tickets = TicketKeys::random().map_err(|e| fail("ticket keys", e))?;
@@ -97,21 +143,29 @@ pub fn run(config: Config) -> Result<(), RunError> {
     .map_err(|e| fail("listener TLS", e))?;
 
     // Sockets first, so a port in use fails the start before anything runs.
-    let admin_listener = bind_plain(config.admin.address, "admin.address")?;
-    let metrics_listener = bind_plain(config.metrics.address, "metrics.address")?;
-    ensure_port_free(config.listener.address)?;
+    let bind_control_ports = |patience: Duration| -> Result<(TcpListener, TcpListener), RunError> {
+        Ok((
+            retry(patience, || {
+                bind_plain(config.admin.address, "admin.address")
+            })?,
+            retry(patience, || {
+                bind_plain(config.metrics.address, "metrics.address")
+            })?,
+        ))
+    };
+    let (admin_listener, metrics_listener) = bind_control_ports(patience)?;
     let workers = config.server.workers.max(1);
     let listeners = (0..workers)
-        .map(|_| bind_reuseport(config.listener.address))
+        .map(|_| bind_reuseport(listen))
         .collect::<Result<Vec<_>, _>>()?;
-    steering_note(&config);
+    let mut steering = Steering::start(&config.steering, &listeners).map_err(RunError)?;
 
     let driver =
         Driver::choose(std::env::var("EDGEGW_IO_DRIVER").ok().as_deref()).map_err(RunError)?;
     tracing::info!(
         driver = driver.name(),
         workers,
-        listener = %config.listener.address,
+        listener = %listen,
         admin = %config.admin.address,
         metrics = %config.metrics.address,
         "edgegw starting"
@@ -130,24 +184,92 @@ pub fn run(config: Config) -> Result<(), RunError> {
         shutdown_grace: config.server.shutdown_grace,
         driver,
         access_log: config.server.access_log.clone(),
+        count_accepts: !steering.counts_accepts(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
-    let handles = start_workers(shared, listeners, worker_stop_signal)?;
+    let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;
+    steering.start_monitor().map_err(RunError)?;
+    if let Some(takeover) = takeover {
+        match takeover.joined() {
+            Ok(()) => {
+                tracing::info!("handover complete: the previous edgegw stops accepting and drains")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the previous edgegw did not confirm the handover")
+            }
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| fail("starting the control-plane runtime", e))?;
-    let control_result = runtime.block_on(control_plane(
-        control,
-        token,
-        admin_listener,
-        metrics_listener,
-        prometheus,
-        tickets,
-        config.listener.ticket_key_rotation,
-    ));
+    let control_socket = {
+        let _guard = runtime.enter();
+        ControlSocket::bind(&socket_path)
+            .map_err(|e| fail(&format!("control socket {}", socket_path.display()), e))?
+    };
+    let steering_control = steering.control();
+    let mut control = Some(control);
+    let mut ports = Some((admin_listener, metrics_listener));
+    let control_result = loop {
+        let (Some(plane), Some((admin_listener, metrics_listener))) =
+            (control.take(), ports.take())
+        else {
+            break Err(RunError("internal: control plane missing".into()));
+        };
+        let exit = runtime.block_on(control_plane(ControlPlaneParts {
+            control: plane,
+            token: token.clone(),
+            admin_listener,
+            metrics_listener,
+            prometheus: prometheus.clone(),
+            tickets: tickets.clone(),
+            rotation: config.listener.ticket_key_rotation,
+            control_socket: &control_socket,
+            steering: steering_control.clone(),
+            listen,
+        }));
+        match exit {
+            Ok(Exit::Signal) => break Ok(()),
+            Err(e) => break Err(e),
+            Ok(Exit::Handover(mut incoming)) => {
+                // The store and the admin/metrics listeners are closed now.
+                let joined = runtime.block_on(async {
+                    if let Err(e) = incoming.released().await {
+                        tracing::warn!(error = %e, "handover: the new edgegw went away");
+                        return false;
+                    }
+                    if incoming.wait_joined(HANDOVER_JOIN_TIMEOUT).await {
+                        incoming.draining().await;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if joined {
+                    tracing::info!(
+                        "handover: the new edgegw serves; stopping accepting and draining"
+                    );
+                    break Ok(());
+                }
+                tracing::warn!(
+                    "handover aborted by the new edgegw: taking the store and the admin/metrics ports back"
+                );
+                match open_control(HANDOVER_REACQUIRE)
+                    .and_then(|c| Ok((c, bind_control_ports(HANDOVER_REACQUIRE)?)))
+                {
+                    Ok((c, p)) => {
+                        control = Some(c);
+                        ports = Some(p);
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        }
+    };
     tracing::info!("shutting down: draining workers");
+    steering.stop_accepting();
     let _ = stop_workers.send(true);
     let mut worker_error = None;
     for (id, handle) in handles.into_iter().enumerate() {
@@ -165,23 +287,42 @@ pub fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// How long the old process waits for the new one to join before taking everything back.
+const HANDOVER_JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long it then waits for the store and the ports to be free again.
+const HANDOVER_REACQUIRE: Duration = Duration::from_secs(10);
+
+/// Calls `f` until it succeeds or `patience` has passed (then returns its last error).
+fn retry<T>(patience: Duration, mut f: impl FnMut() -> Result<T, RunError>) -> Result<T, RunError> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 fn start_workers(
     shared: WorkerShared,
     listeners: Vec<TcpListener>,
+    pulses: &[Arc<Pulse>],
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<std::io::Result<()>>>, RunError> {
     let cpus = crate::config::online_cpus();
     listeners
         .into_iter()
+        .zip(pulses.iter().cloned())
         .enumerate()
-        .map(|(id, listener)| {
+        .map(|(id, (listener, pulse))| {
             let shared = shared.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("edgegw-worker-{id}"))
                 .spawn(move || {
                     pin_to_cpu(id % cpus);
-                    dataplane::run_worker(id, shared, listener, stop)
+                    dataplane::run_worker(id, shared, listener, pulse, stop)
                 })
                 .map_err(|e| fail(&format!("starting worker {id}"), e))
         })
@@ -201,18 +342,15 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-fn steering_note(config: &Config) {
-    match config.steering.mode {
-        SteeringMode::Kernel => tracing::info!("connection steering: kernel SO_REUSEPORT hash"),
-        // The eBPF steering program is not part of this build yet: say so instead of
-        // pretending it is attached.
-        SteeringMode::Auto | SteeringMode::Ebpf => tracing::info!(
-            "connection steering: kernel SO_REUSEPORT hash (the eBPF steering program is not in this build)"
-        ),
-    }
+/// Why the control plane returned.
+enum Exit {
+    /// SIGTERM / SIGINT.
+    Signal,
+    /// A new edgegw asked to take over; the store and the admin/metrics ports are released.
+    Handover(handover::Incoming),
 }
 
-async fn control_plane(
+struct ControlPlaneParts<'a> {
     control: Arc<ControlPlane>,
     token: String,
     admin_listener: TcpListener,
@@ -220,17 +358,39 @@ async fn control_plane(
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     tickets: TicketKeys,
     rotation: Duration,
-) -> Result<(), RunError> {
+    control_socket: &'a ControlSocket,
+    steering: Arc<steering::Control>,
+    listen: SocketAddr,
+}
+
+/// Serves the admin API and /metrics, rotates ticket keys and answers the control socket
+/// until a signal or a handover request; then stops the servers (in-flight admin requests
+/// finish) so that the store and the ports are released when it returns.
+async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
+    let ControlPlaneParts {
+        control,
+        token,
+        admin_listener,
+        metrics_listener,
+        prometheus,
+        tickets,
+        rotation,
+        control_socket,
+        steering,
+        listen,
+    } = parts;
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(|e| fail("admin listener", e))?;
     let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
         .map_err(|e| fail("metrics listener", e))?;
     let admin_app = admin::router(control, token);
     let render = prometheus.clone();
+    let refresh = steering.clone();
     let metrics_app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let render = render.clone();
+            refresh.refresh_metrics();
             async move {
                 (
                     [(
@@ -242,10 +402,15 @@ async fn control_plane(
             }
         }),
     );
-    let admin_server =
-        axum::serve(admin_listener, admin_app).with_graceful_shutdown(shutdown_signal());
+    let (stop_servers, servers_stop) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_server = axum::serve(admin_listener, admin_app)
+        .with_graceful_shutdown(stopped(servers_stop.clone()));
     let metrics_server =
-        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(shutdown_signal());
+        axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(stopped(servers_stop));
+    let mut servers = std::pin::pin!(async { tokio::try_join!(admin_server, metrics_server) });
     let upkeep = async move {
         let mut histograms = tokio::time::interval(Duration::from_secs(5));
         let mut ticket_rotation = tokio::time::interval(rotation);
@@ -263,14 +428,29 @@ async fn control_plane(
             }
         }
     };
-    tokio::select! {
-        r = async { tokio::try_join!(admin_server, metrics_server) } => {
+    let exit = tokio::select! {
+        r = &mut servers => {
+            r.map_err(|e| fail("control-plane server", e))?;
+            return Err(RunError("the control-plane servers stopped".into()));
+        }
+        _ = upkeep => Exit::Signal,
+        _ = shutdown_signal() => Exit::Signal,
+        incoming = control_socket.next_handover(listen, &steering) => Exit::Handover(incoming),
+    };
+    let _ = stop_servers.send(true);
+    match tokio::time::timeout(ADMIN_DRAIN, servers).await {
+        Ok(r) => {
             r.map_err(|e| fail("control-plane server", e))?;
         }
-        _ = upkeep => {}
+        Err(_) => tracing::warn!(
+            "admin/metrics connections still open after {ADMIN_DRAIN:?}: closing them"
+        ),
     }
-    Ok(())
+    Ok(exit)
 }
+
+/// How long in-flight admin and metrics requests may take once the servers stop.
+const ADMIN_DRAIN: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGTERM or SIGINT (every caller gets its own registration).
 async fn shutdown_signal() {
@@ -298,11 +478,9 @@ fn bind_plain(addr: SocketAddr, key: &str) -> Result<TcpListener, RunError> {
 }
 
 /// SO_REUSEPORT lets any process of the same user join the port silently: check first that
-/// nobody holds it.
-fn ensure_port_free(addr: SocketAddr) -> Result<(), RunError> {
-    TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| fail(&format!("listener.address {addr} is not available"), e))
+/// nobody holds it (a plain bind, without SO_REUSEPORT).
+fn ensure_port_free(addr: SocketAddr) -> std::io::Result<()> {
+    TcpListener::bind(addr).map(drop)
 }
 
 /// One worker's listener in the shared SO_REUSEPORT group.
