@@ -5,13 +5,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use boring::pkcs12::Pkcs12;
 use boring::pkey::{PKey, Private};
-use boring::ssl::{
-    Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
-};
+use boring::ssl::{Ssl, SslContext, SslMethod, SslSession, SslVerifyMode, SslVersion};
 use boring::x509::X509;
 use gateway::dataplane::http::{self, ChunkedScanner, Framing, InBuffer};
 use gateway::tls::stream::TlsStream;
@@ -64,21 +61,7 @@ impl Identity {
     }
 }
 
-/// Where a connection parks the newest session the server sent (TLS 1.3 tickets arrive after
-/// the handshake, with the first records read after it).
-fn session_slot() -> boring::ex_data::Index<Ssl, Option<SslSession>> {
-    static INDEX: OnceLock<boring::ex_data::Index<Ssl, Option<SslSession>>> = OnceLock::new();
-    *INDEX.get_or_init(|| {
-        // Allocating an ex-data index fails only on memory exhaustion.
-        #[allow(clippy::expect_used)]
-        Ssl::new_ex_index().expect("allocating an SSL ex-data index")
-    })
-}
-
-/// Takes the newest session the server sent on this connection, if any.
-pub fn take_new_session(ssl: &mut SslRef) -> Option<SslSession> {
-    ssl.ex_data_mut(session_slot()).and_then(Option::take)
-}
+pub use gateway::tls::client::take_new_session;
 
 /// The client context: no server verification (benchmarks use self-signed servers),
 /// TLS 1.2+, ALPN http/1.1, the given groups, and session capture.
@@ -119,11 +102,7 @@ pub fn build_context_with(
         b.check_private_key()
             .map_err(e("client key does not match the certificate"))?;
     }
-    b.set_session_cache_mode(SslSessionCacheMode::CLIENT);
-    let slot = session_slot();
-    b.set_new_session_callback(move |ssl, session| {
-        ssl.set_ex_data(slot, Some(session));
-    });
+    gateway::tls::client::capture_new_sessions(&mut b);
     Ok(b.build())
 }
 

@@ -448,42 +448,43 @@ fn idle_rss(
     const BATCH: usize = 200;
     let before = procs::rss_kib(pid);
     let request = Rc::new(client::get_request(&target.authority, &target.path, false));
-    let (opened, failed, after) = run::block_on(driver, async {
-        let mut conns: Vec<Conn> = Vec::with_capacity(n);
-        let mut failed = 0usize;
-        while conns.len() + failed < n {
-            let k = BATCH.min(n - conns.len() - failed);
-            let tasks: Vec<_> = (0..k)
-                .map(|_| {
-                    let request = request.clone();
-                    let context = context.clone();
-                    let addr = target.addr;
-                    monoio::spawn(async move {
-                        let open = async {
-                            let mut c = Conn::connect(addr, &context, None, None).await?;
-                            c.request(&request).await?;
-                            c.shrink();
-                            Ok::<Conn, crate::stats::ErrorKind>(c)
-                        };
-                        monoio::time::timeout(Duration::from_secs(10), open).await
+    let (opened, failed, after) = driver
+        .block_on(async {
+            let mut conns: Vec<Conn> = Vec::with_capacity(n);
+            let mut failed = 0usize;
+            while conns.len() + failed < n {
+                let k = BATCH.min(n - conns.len() - failed);
+                let tasks: Vec<_> = (0..k)
+                    .map(|_| {
+                        let request = request.clone();
+                        let context = context.clone();
+                        let addr = target.addr;
+                        monoio::spawn(async move {
+                            let open = async {
+                                let mut c = Conn::connect(addr, &context, None, None).await?;
+                                c.request(&request).await?;
+                                c.shrink();
+                                Ok::<Conn, crate::stats::ErrorKind>(c)
+                            };
+                            monoio::time::timeout(Duration::from_secs(10), open).await
+                        })
                     })
-                })
-                .collect();
-            for t in tasks {
-                match t.await {
-                    Ok(Ok(c)) => conns.push(c),
-                    _ => failed += 1,
+                    .collect();
+                for t in tasks {
+                    match t.await {
+                        Ok(Ok(c)) => conns.push(c),
+                        _ => failed += 1,
+                    }
+                }
+                if failed > n / 10 {
+                    break;
                 }
             }
-            if failed > n / 10 {
-                break;
-            }
-        }
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        let after = procs::rss_kib(pid);
-        (conns.len(), failed, after)
-    })
-    .map_err(|e| format!("event loop: {e}"))?;
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            let after = procs::rss_kib(pid);
+            (conns.len(), failed, after)
+        })
+        .map_err(|e| format!("event loop: {e}"))?;
     Ok(IdleResult {
         opened,
         failed,

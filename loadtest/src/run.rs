@@ -70,12 +70,7 @@ pub enum DriverChoice {
     Epoll,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Driver {
-    IoUring,
-    Epoll,
-}
+pub use gateway::dataplane::Driver;
 
 impl DriverChoice {
     pub fn resolve(self) -> Result<Driver, String> {
@@ -96,21 +91,6 @@ impl DriverChoice {
             }
         }
     }
-}
-
-/// Runs `future` to completion on a fresh monoio runtime of the given driver.
-pub fn block_on<F: std::future::Future>(driver: Driver, future: F) -> std::io::Result<F::Output> {
-    Ok(match driver {
-        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(4096)
-            .enable_timer()
-            .build()?
-            .block_on(future),
-        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()?
-            .block_on(future),
-    })
 }
 
 /// `https://127.0.0.1:PORT/path`.
@@ -295,11 +275,16 @@ pub fn execute(cfg: &RunConfig) -> Result<Report, String> {
         let live = live.clone();
         let request = request.clone();
         handles.push(std::thread::spawn(move || {
-            block_on(
-                cfg.driver,
-                run_thread(cfg.clone(), lanes, request, start, deadline, live),
-            )
-            .map_err(|e| format!("event loop: {e}"))
+            cfg.driver
+                .block_on(run_thread(
+                    cfg.clone(),
+                    lanes,
+                    request,
+                    start,
+                    deadline,
+                    live,
+                ))
+                .map_err(|e| format!("event loop: {e}"))
         }));
     }
     let mut total = Recorder::new();

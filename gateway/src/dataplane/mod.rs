@@ -36,7 +36,8 @@ pub struct Limits {
 }
 
 /// Which event loop driver to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Driver {
     IoUring,
     Epoll,
@@ -58,6 +59,22 @@ impl Driver {
             _ if available => Ok(Driver::IoUring),
             _ => Ok(Driver::Epoll),
         }
+    }
+
+    /// Runs `future` to completion on a new monoio runtime (with timers) of this driver, on
+    /// the calling thread.
+    pub fn block_on<F: std::future::Future>(self, future: F) -> std::io::Result<F::Output> {
+        Ok(match self {
+            Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()?
+                .block_on(future),
+            Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?
+                .block_on(future),
+        })
     }
 
     pub fn name(self) -> &'static str {
@@ -135,17 +152,7 @@ pub fn run_worker(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let future = worker_loop(id, shared.clone(), listener, pulse, shutdown);
-    match shared.driver {
-        Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build()?
-            .block_on(future),
-        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()?
-            .block_on(future),
-    }
+    shared.driver.block_on(future)?
 }
 
 async fn worker_loop(

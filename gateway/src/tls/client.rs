@@ -125,14 +125,19 @@ pub fn build_context(
             builder.add_extra_chain_cert(intermediate.clone())?;
         }
     }
-    // Resumption: BoringSSL hands every new session (TLS 1.3 tickets arrive after the
-    // handshake) to this callback; the connection keeps it until the pool stores it.
+    capture_new_sessions(&mut builder);
+    Ok(builder.build())
+}
+
+/// Client-side resumption: BoringSSL hands every new session to a callback (TLS 1.3 tickets
+/// arrive after the handshake, with the first records read after it); each connection keeps
+/// the newest one until `take_new_session` collects it. Reusing `ssl.session()` would not do.
+pub fn capture_new_sessions(builder: &mut boring::ssl::SslContextBuilder) {
     builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
     let slot = session_slot();
     builder.set_new_session_callback(move |ssl, session| {
         ssl.set_ex_data(slot, Some(session));
     });
-    Ok(builder.build())
 }
 
 /// Per-connection settings: SNI for names, the name to verify, the session to resume.
