@@ -65,11 +65,27 @@ impl Driver {
     /// the calling thread.
     pub fn block_on<F: std::future::Future>(self, future: F) -> std::io::Result<F::Output> {
         Ok(match self {
-            Driver::IoUring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .with_entries(1024)
-                .enable_timer()
-                .build()?
-                .block_on(future),
+            Driver::IoUring => {
+                // COOP_TASKRUN (Linux 5.19+): completions are processed when the thread next
+                // enters the kernel instead of by interrupting it; this loop enters often.
+                let mut ring = io_uring::IoUring::builder();
+                ring.setup_coop_taskrun().setup_single_issuer();
+                let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .with_entries(1024)
+                    .uring_builder(ring)
+                    .enable_timer()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    // An older kernel refuses the flag: run without it.
+                    Err(_) => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                        .with_entries(1024)
+                        .enable_timer()
+                        .build()?,
+                };
+                let mut runtime = runtime;
+                runtime.block_on(future)
+            }
             Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                 .enable_timer()
                 .build()?
