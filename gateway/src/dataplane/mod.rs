@@ -323,6 +323,6 @@ async fn sweep_idle_upstreams(ctx: Rc<WorkerContext>) {
         ctx.upstreams
             .borrow_mut()
             .pool
-            .evict_expired(Instant::now(), |_| ctx.metrics.pool_eviction("expired"));
+            .evict_expired(Instant::now(), |reason| ctx.metrics.pool_eviction(reason));
     }
 }

@@ -20,7 +20,7 @@ use crate::metrics::NO_API;
 use crate::snapshot::{push_upstream_path, Target};
 use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::TlsStream;
-use crate::upstream::{self, ConnectError, Eviction, UpstreamConn};
+use crate::upstream::{self, ConnectError, UpstreamConn};
 
 /// The client side of one connection.
 struct Downstream {
@@ -453,7 +453,7 @@ async fn upstream_connection(
             .upstreams
             .borrow_mut()
             .checkout(&endpoint.key, |reason| {
-                ctx.metrics.pool_eviction(eviction_label(reason));
+                ctx.metrics.pool_eviction(reason);
             });
         ctx.metrics
             .pool_lookup(&target.backend_id, pooled.is_some());
@@ -518,14 +518,6 @@ fn tls_error(ctx: &WorkerContext, target: &Target, reason: TlsFailure, why: &str
     e
 }
 
-fn eviction_label(reason: Eviction) -> &'static str {
-    match reason {
-        Eviction::Expired => "expired",
-        Eviction::Full => "full",
-        Eviction::Stale => "stale",
-    }
-}
-
 async fn proxy(
     ctx: &WorkerContext,
     client: &mut Downstream,
@@ -536,38 +528,29 @@ async fn proxy(
     client_keep_alive: bool,
 ) -> Result<Outcome, ProxyError> {
     let body_pending = framing != Framing::Empty;
+    // With the request body still unread, an error leaves the client connection unusable.
+    let unless_body_read = |e: ProxyError| ProxyError {
+        close: e.close || body_pending,
+        ..e
+    };
+    let send_failed = |e: std::io::Error| {
+        let why = format!("Sending to backend {} failed: {e}", target.backend_id);
+        ProxyError::new(502, "BackendConnectionFailure", why).closing()
+    };
     let mut conn = upstream_connection(ctx, target, false)
         .await
-        .map_err(|e| ProxyError {
-            close: e.close || body_pending,
-            ..e
-        })?;
+        .map_err(unless_body_read)?;
     let sent_at = Instant::now();
     // A pooled connection the backend closed fails on the first write; nothing has been sent
     // then, so one retry on a fresh connection is safe.
     if let Err(e) = conn.io.send(upstream_head).await {
         if !conn.reused {
-            return Err(ProxyError::new(
-                502,
-                "BackendConnectionFailure",
-                format!("Sending to backend {} failed: {e}", target.backend_id),
-            )
-            .closing());
+            return Err(send_failed(e));
         }
         conn = upstream_connection(ctx, target, true)
             .await
-            .map_err(|e| ProxyError {
-                close: e.close || body_pending,
-                ..e
-            })?;
-        conn.io.send(upstream_head).await.map_err(|e| {
-            ProxyError::new(
-                502,
-                "BackendConnectionFailure",
-                format!("Sending to backend {} failed: {e}", target.backend_id),
-            )
-            .closing()
-        })?;
+            .map_err(unless_body_read)?;
+        conn.io.send(upstream_head).await.map_err(send_failed)?;
     }
     if body_pending {
         forward_body(
@@ -676,9 +659,8 @@ async fn proxy(
         upstreams.remember_session(&mut conn);
         if complete && upstream_reusable && conn.buffered.is_empty() {
             let key = conn.key.clone();
-            conn.reused = false;
             upstreams.pool.checkin(key, conn, Instant::now(), |reason| {
-                ctx.metrics.pool_eviction(eviction_label(reason))
+                ctx.metrics.pool_eviction(reason)
             });
         }
     }

@@ -352,7 +352,8 @@ impl WorkerMetrics {
             .increment(1);
     }
 
-    pub fn pool_eviction(&self, reason: &'static str) {
+    pub fn pool_eviction(&self, reason: crate::upstream::Eviction) {
+        let reason = reason.as_str();
         self.evictions
             .borrow_mut()
             .entry(reason)

@@ -28,6 +28,17 @@ pub enum Eviction {
     Stale,
 }
 
+impl Eviction {
+    /// The `reason` label of `edgegw_upstream_pool_evictions_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Eviction::Expired => "expired",
+            Eviction::Full => "full",
+            Eviction::Stale => "stale",
+        }
+    }
+}
+
 impl<K: Eq + Hash + Clone, C> Pool<K, C> {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
         Self {
