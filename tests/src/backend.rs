@@ -129,19 +129,7 @@ impl Backend {
     /// Kill the backend process (port closed afterwards).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            util::signal(c.id(), libc::SIGTERM);
-            let start = Instant::now();
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(3) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            util::terminate(&mut c, Duration::from_secs(3));
         }
         // Wait until the port is really closed.
         let addr = util::local(self.port);

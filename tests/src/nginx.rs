@@ -114,12 +114,7 @@ impl Drop for Nginx {
             util::signal(c.id(), libc::SIGQUIT);
             let done = util::wait_for(Duration::from_secs(3), || c.try_wait().ok().flatten());
             if done.is_none() {
-                util::signal(c.id(), libc::SIGTERM);
-                if util::wait_for(Duration::from_secs(2), || c.try_wait().ok().flatten()).is_none()
-                {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
+                util::terminate(&mut c, Duration::from_secs(2));
             }
         }
     }

@@ -219,16 +219,7 @@ impl Drop for Prometheus {
             );
         }
         if let Some(mut c) = self.child.take() {
-            util::signal(c.id(), libc::SIGTERM);
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            util::terminate(&mut c, Duration::from_secs(5));
         }
     }
 }

@@ -90,6 +90,19 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// SIGTERM, then SIGKILL if `child` has not exited within `grace`. Returns its exit status.
+pub fn terminate(
+    child: &mut std::process::Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    signal(child.id(), libc::SIGTERM);
+    if let Some(status) = wait_for(grace, || child.try_wait().ok().flatten()) {
+        return Some(status);
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
 /// Uppercase hex.
 pub fn hex_upper(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
