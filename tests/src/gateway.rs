@@ -313,7 +313,8 @@ request_timeout = "{rt}"
         loop {
             let m = self.metrics();
             let v = crate::metrics::sum(&m, name, labels) + 0.0;
-            if v >= min || start.elapsed() > Duration::from_secs(5) {
+            // Generous: on a loaded machine a worker may count late, but it counts.
+            if v >= min || start.elapsed() > Duration::from_secs(30) {
                 return (m, v);
             }
             std::thread::sleep(Duration::from_millis(50));

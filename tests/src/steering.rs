@@ -125,6 +125,9 @@ pub struct Steered {
     dir: tempfile::TempDir,
     pub backend: Backend,
     pub pki: Pki,
+    /// TCP connections the harness itself made to the data-plane listener (readiness
+    /// probes): each is one connection some worker accepts.
+    pub probes: usize,
 }
 
 impl Steered {
@@ -150,6 +153,7 @@ impl Steered {
             dir,
             backend,
             pki,
+            probes: 0,
         };
         s.write_config();
         s.spawn().unwrap_or_else(|e| panic!("{e}"));
@@ -268,6 +272,7 @@ stall_threshold = "{stall}"
                 .map(|r| r.status == 200 || r.status == 401)
                 .unwrap_or(false);
             if serving && admin_ok && util::port_open(self.listen) {
+                self.probes += 1;
                 return Ok(n);
             }
             if start.elapsed() > Duration::from_secs(30) {
@@ -309,32 +314,57 @@ stall_threshold = "{stall}"
             .collect()
     }
 
-    /// The per-worker counts once they stop moving (the program's counters reach the
-    /// metrics every 100 ms).
-    pub fn accepted_settled(&self) -> Vec<f64> {
-        let mut last = self.accepted();
-        for _ in 0..40 {
-            std::thread::sleep(Duration::from_millis(250));
-            let now = self.accepted();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-        last
+    /// `edgegw_steering_steered_total` per worker: the program's decisions (one per SYN it
+    /// saw), read from its maps at scrape time.
+    pub fn steered(&self) -> Vec<f64> {
+        let m = self.metrics();
+        (0..self.opts.workers)
+            .map(|w| {
+                crate::metrics::sum(
+                    &m,
+                    "edgegw_steering_steered_total",
+                    &[("worker", &w.to_string())],
+                )
+            })
+            .collect()
     }
 
-    /// Polls until the accepted total reaches `total` (the program's counters are copied
-    /// into the metrics periodically); returns the per-worker values.
-    pub fn accepted_at_least(&self, total: f64) -> Vec<f64> {
-        let start = Instant::now();
-        loop {
+    /// Polls (up to 60 s: a loaded machine accepts late, but it accepts) until the workers
+    /// have accepted `total` connections in all; returns the per-worker counts then.
+    /// Workers count their accepts themselves, so the counts are exact: a test compares
+    /// them with `==`.
+    pub fn accepted_reaching(&self, total: usize) -> Vec<f64> {
+        let got = util::wait_for(Duration::from_secs(60), || {
             let a = self.accepted();
-            if a.iter().sum::<f64>() >= total || start.elapsed() > Duration::from_secs(5) {
-                return a;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (a.iter().sum::<f64>() >= total as f64).then_some(a)
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "the workers accepted {:?} connections, never {total} in all:\n{}",
+                self.accepted(),
+                self.logs()
+            )
+        })
+    }
+
+    /// Polls `cond` on the per-worker steered counts until it holds (up to 60 s).
+    pub fn steered_until(&self, what: &str, mut cond: impl FnMut(&[f64]) -> bool) -> Vec<f64> {
+        util::wait_for(Duration::from_secs(60), || {
+            let s = self.steered();
+            cond(&s).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("{what}: steered {:?}\n{}", self.steered(), self.logs()))
+    }
+
+    /// The `STATUS` answer of the control socket, as `key=value` pairs.
+    pub fn status(&self) -> std::collections::HashMap<String, String> {
+        let line = self.control("STATUS");
+        assert!(line.starts_with("OK "), "STATUS: {line}");
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// One command on the control socket; the answer line.

@@ -42,6 +42,17 @@ fn connect_n(s: &Steered, n: usize) {
     }
 }
 
+/// The range each of `workers` workers' count of `n` connections falls in when a fair hash
+/// spreads them: the binomial mean ± 5 standard deviations (a fair hash falls outside it
+/// about once in 1.7 million runs; a hash that favours a worker by 8 % of 1000 does not
+/// fit).
+fn fair_share_bounds(n: usize, workers: usize) -> (f64, f64) {
+    let p = 1.0 / workers as f64;
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (mean - 5.0 * sd, mean + 5.0 * sd)
+}
+
 fn delta(after: &[f64], before: &[f64]) -> Vec<f64> {
     after.iter().zip(before).map(|(a, b)| a - b).collect()
 }
@@ -59,19 +70,19 @@ fn hash_spreads_connections_evenly() {
         "{}",
         s.logs()
     );
-    let before = s.accepted_settled();
-    connect_n(&s, 1000);
-    s.accepted_at_least(before.iter().sum::<f64>() + 1000.0);
-    let got = delta(&s.accepted_settled(), &before);
-    // A SYN the kernel handles twice (a retransmit racing the first) is a second decision:
-    // allow a handful beyond the 1000.
-    let total: f64 = got.iter().sum();
-    assert!((1000.0..=1010.0).contains(&total), "per worker {got:?}");
+    // The workers count what they accept themselves, so the counts are exact whatever the
+    // machine's load (the program's own counters count SYNs, retransmits included).
+    let before = s.accepted_reaching(s.probes);
+    assert_eq!(before.iter().sum::<f64>(), s.probes as f64, "{before:?}");
+    const N: usize = 1000;
+    connect_n(&s, N);
+    let got = delta(&s.accepted_reaching(s.probes + N), &before);
+    assert_eq!(got.iter().sum::<f64>(), N as f64, "per worker {got:?}");
+    let (lo, hi) = fair_share_bounds(N, got.len());
     for (w, n) in got.iter().enumerate() {
-        let share = n / total;
         assert!(
-            (0.45..=0.55).contains(&share),
-            "worker {w} got {n} of {total} connections (want 50 % ± 10 %): {got:?}"
+            (lo..=hi).contains(n),
+            "worker {w} got {n} of {N} connections (a fair hash gives {lo:.0}..={hi:.0}): {got:?}"
         );
     }
     // Requests are served through the program too.
@@ -99,9 +110,10 @@ fn cpu_policy_sends_to_the_worker_of_the_receiving_cpu() {
         return;
     }
     let s = Steered::start(opts("cpu"));
+    let mut expected = s.probes;
     for cpu in [0usize, 1] {
         let listen = s.listen;
-        let before = s.accepted_settled();
+        let before = s.accepted_reaching(expected);
         // The client thread pinned to `cpu` (taskset): loopback SYNs are processed there.
         std::thread::spawn(move || {
             assert!(pin_thread(cpu), "sched_setaffinity to CPU {cpu}");
@@ -111,8 +123,8 @@ fn cpu_policy_sends_to_the_worker_of_the_receiving_cpu() {
         })
         .join()
         .expect("client thread");
-        s.accepted_at_least(before.iter().sum::<f64>() + 200.0);
-        let got = delta(&s.accepted_settled(), &before);
+        expected += 200;
+        let got = delta(&s.accepted_reaching(expected), &before);
         assert_eq!(
             got[cpu], 200.0,
             "client on CPU {cpu}: every connection should go to worker {cpu}, got {got:?}"
@@ -155,16 +167,31 @@ fn least_loaded_avoids_a_busy_worker() {
             })
         })
         .collect();
-    // Loads are published every 50 ms.
-    std::thread::sleep(Duration::from_millis(300));
-    let before = s.accepted_settled();
+    // Wait until the program sees worker 1's 12 connections (loads are published every
+    // 50 ms; STATUS shows what was published).
+    let seen = util::wait_for(Duration::from_secs(30), || {
+        let st = s.status();
+        let loads: Vec<u32> = st["loads"]
+            .split(',')
+            .map(|l| l.parse().unwrap_or(0))
+            .collect();
+        (loads.len() == 2 && loads[1] >= 12 && loads[0] < loads[1]).then_some(loads)
+    });
+    assert!(
+        seen.is_some(),
+        "the program never saw worker 1 busy: {:?}\n{}",
+        s.status(),
+        s.logs()
+    );
+    let before = s.accepted();
     let mut on = [0usize; 2];
     for _ in 0..100 {
         let e = echo(&client.get("/orders/quick"));
         on[worker_of(&e).expect("worker in request id")] += 1;
     }
     stop.store(true, Ordering::Relaxed);
-    let got = delta(&s.accepted_settled(), &before);
+    // Every request was answered, so every connection was accepted: the counts are final.
+    let got = delta(&s.accepted(), &before);
     assert!(
         on[0] >= 95 && got[0] >= 95.0,
         "least-loaded should avoid busy worker 1: requests per worker {on:?}, accepted {got:?}"
@@ -234,19 +261,28 @@ fn removing_a_worker_reroutes_without_failures() {
     let s = Steered::start(opts("hash"));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, handles) = load_loop(&s, 2, &stop);
-    std::thread::sleep(Duration::from_millis(300));
+    // The program's decisions are read from its maps at scrape time, so once the map has
+    // lost worker 1 (live workers = 1), not one more SYN may go to it. Windows are counted
+    // in connections, not in time, so a slow machine only makes them last longer.
+    s.steered_until("load reaches both workers", |n| n.iter().all(|&c| c > 0.0));
     assert_eq!(s.control("WORKER 1 OUT"), "OK");
     wait_live(&s, 1);
-    // Counters reach the metrics every 100 ms: let earlier connections land first.
-    std::thread::sleep(Duration::from_millis(400));
-    let before = s.accepted();
-    std::thread::sleep(Duration::from_millis(1500));
-    let during = delta(&s.accepted(), &before);
+    let before = s.steered();
+    let during = delta(
+        &s.steered_until("worker 0 takes 50 connections while 1 is out", |n| {
+            n[0] >= before[0] + 50.0
+        }),
+        &before,
+    );
     assert_eq!(s.control("WORKER 1 IN"), "OK");
     wait_live(&s, 2);
-    let before = s.accepted();
-    std::thread::sleep(Duration::from_millis(1500));
-    let after = delta(&s.accepted(), &before);
+    let before = s.steered();
+    let after = delta(
+        &s.steered_until("worker 1 gets connections once put back", |n| {
+            n[1] > before[1]
+        }),
+        &before,
+    );
     let errors = finish(&stop, handles);
     assert!(errors.is_empty(), "failed requests: {errors:?}");
     assert_eq!(failed.load(Ordering::Relaxed), 0);
@@ -255,14 +291,7 @@ fn removing_a_worker_reroutes_without_failures() {
         during[1], 0.0,
         "worker 1 got connections while out: {during:?}"
     );
-    assert!(
-        during[0] > 10.0,
-        "worker 0 served nothing while 1 was out: {during:?}"
-    );
-    assert!(
-        after[1] > 0.0,
-        "worker 1 got nothing after it was put back: {after:?}"
-    );
+    assert!(after[1] > 0.0, "{after:?}");
     let log = s.procs[0].log();
     assert!(log.contains("worker taken out of connection steering: taken out by the operator"));
     assert!(log.contains("worker back in connection steering"));
@@ -278,21 +307,29 @@ fn stalled_worker_is_taken_out_and_put_back() {
         env: vec![("EDGEGW_TEST_HOOKS".into(), "1".into())],
         ..opts("hash")
     });
-    assert_eq!(s.control("WORKER 1 STALL 4000"), "OK");
+    // Worker 1 blocks its own event loop for STALL; once the steering thread has taken it
+    // out, every new connection must be served by worker 0 (one steered to worker 1 would
+    // be answered by worker 1, after the stall). Requests are sent only while the stall
+    // surely lasts, so a slow machine sends fewer of them, never a wrong one.
+    const STALL: Duration = Duration::from_secs(8);
+    let stalled_at = Instant::now();
+    assert_eq!(
+        s.control(&format!("WORKER 1 STALL {}", STALL.as_millis())),
+        "OK"
+    );
     wait_live(&s, 1);
-    // While worker 1 is stuck, every new connection is served by worker 0, promptly.
     let client = s.client();
-    let start = Instant::now();
-    for _ in 0..40 {
-        let t = Instant::now();
+    let mut served = 0;
+    while served < 40 && stalled_at.elapsed() < STALL - Duration::from_secs(2) {
         let e = echo(&client.get("/orders/during-stall"));
-        assert_eq!(worker_of(&e), Some(0), "{e}");
-        assert!(
-            t.elapsed() < Duration::from_millis(1000),
-            "slow request during stall"
-        );
+        assert_eq!(worker_of(&e), Some(0), "served during the stall by: {e}");
+        served += 1;
     }
-    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(
+        served >= 5,
+        "only {served} requests fitted in the stall:\n{}",
+        s.logs()
+    );
     wait_live(&s, 2);
     let log = s.procs[0].log();
     assert!(log.contains("stalled (event loop silent for"), "{log}");
@@ -307,11 +344,18 @@ fn handover(mode: &'static str) {
     });
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, handles) = load_loop(&s, 3, &stop);
-    std::thread::sleep(Duration::from_millis(500));
+    let served_at_least = |n: usize| {
+        util::wait_for(Duration::from_secs(60), || {
+            (ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= n).then_some(())
+        })
+    };
+    // Load runs before, during and after the takeover: windows counted in requests.
+    served_at_least(20);
     let before = ok.load(Ordering::Relaxed);
     let n = s.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let old = s.procs[0].wait_exit(Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(500));
+    let old = s.procs[0].wait_exit(Duration::from_secs(30));
+    let done = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+    served_at_least(done + 20);
     let errors = finish(&stop, handles);
     assert!(
         old.is_some_and(|st| st.success()),

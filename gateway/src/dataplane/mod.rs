@@ -113,8 +113,6 @@ pub struct WorkerShared {
     pub shutdown_grace: Duration,
     pub driver: Driver,
     pub access_log: crate::config::AccessLog,
-    /// Count accepted connections here (kernel steering); in eBPF mode the program does.
-    pub count_accepts: bool,
 }
 
 /// One worker's state; lives on its thread only.
@@ -132,7 +130,6 @@ pub struct WorkerContext {
     pub active: Cell<usize>,
     /// Liveness and load for the steering thread.
     pub pulse: Arc<Pulse>,
-    count_accepts: bool,
     /// When the last connection was accepted (see `FIRST_REQUEST_SETTLE`).
     last_accept: Cell<Option<Instant>>,
     pub access_log: Option<access_log::AccessLogger>,
@@ -195,7 +192,6 @@ async fn worker_loop(
         idle_fds: RefCell::default(),
         active: Cell::new(0),
         pulse,
-        count_accepts: shared.count_accepts,
         last_accept: Cell::new(None),
         access_log: access_log::AccessLogger::open(&shared.access_log)?,
         requests: Cell::new(0),
@@ -227,11 +223,7 @@ async fn worker_loop(
 }
 
 fn spawn_connection(ctx: &Rc<WorkerContext>, stream: monoio::net::TcpStream, peer: SocketAddr) {
-    if ctx.count_accepts {
-        ctx.metrics.connection_accepted();
-    } else {
-        ctx.metrics.connection_opened();
-    }
+    ctx.metrics.connection_accepted();
     ctx.active.set(ctx.active.get() + 1);
     ctx.pulse.set_active(ctx.active.get());
     ctx.last_accept.set(Some(Instant::now()));

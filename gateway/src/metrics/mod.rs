@@ -33,6 +33,7 @@ pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
 pub const UPSTREAM_HANDSHAKE_DURATION_SECONDS: &str = "edgegw_upstream_handshake_duration_seconds";
 pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
+pub const STEERING_STEERED_TOTAL: &str = "edgegw_steering_steered_total";
 pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
 pub const STEERING_LIVE_WORKERS: &str = "edgegw_steering_live_workers";
 pub const STEERING_MODE: &str = "edgegw_steering_mode";
@@ -132,6 +133,10 @@ pub fn record_steering_mode(ebpf: bool, policy: &'static str) {
         "eBPF steering decisions: chosen (the policy's worker), rerouted (its slot was empty, another live worker took it), kernel_fallback (no live worker: the kernel's hash chose)."
     );
     describe_counter!(
+        STEERING_STEERED_TOTAL,
+        "New connections (SYNs: a retransmitted SYN counts again) the eBPF program sent to each worker; the workers' own count of what they accepted is edgegw_worker_accepted_connections_total."
+    );
+    describe_counter!(
         STEERING_MIGRATED_TOTAL,
         "Connections moved by the eBPF program off a closing listener (restart handover)."
     );
@@ -152,12 +157,13 @@ pub fn record_steering_live_workers(live: usize) {
     metrics::gauge!(STEERING_LIVE_WORKERS).set(live as f64);
 }
 
-/// The eBPF program's counters (totals since it was loaded): connections per worker go to
-/// `edgegw_worker_accepted_connections_total` (the workers do not count them in eBPF mode).
+/// The eBPF program's counters (totals since it was loaded). They count decisions, one per
+/// SYN the program sees, so a retransmitted SYN counts twice: the exact number of
+/// connections each worker accepted is counted by the worker itself
+/// (`edgegw_worker_accepted_connections_total`).
 pub fn record_steering_counters(per_worker: &[u64], rerouted: u64, fallback: u64, migrated: u64) {
     for (worker, &n) in per_worker.iter().enumerate() {
-        metrics::counter!(WORKER_ACCEPTED_CONNECTIONS_TOTAL, "worker" => worker.to_string())
-            .absolute(n);
+        metrics::counter!(STEERING_STEERED_TOTAL, "worker" => worker.to_string()).absolute(n);
     }
     let steered: u64 = per_worker.iter().sum();
     let decision = |d: &'static str| metrics::counter!(STEERING_DECISIONS_TOTAL, "decision" => d);
@@ -270,11 +276,6 @@ impl WorkerMetrics {
 
     pub fn connection_accepted(&self) {
         self.accepted.increment(1);
-        self.active.increment(1.0);
-    }
-
-    /// A connection opened whose acceptance the eBPF program already counted.
-    pub fn connection_opened(&self) {
         self.active.increment(1.0);
     }
 

@@ -184,7 +184,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
         shutdown_grace: config.server.shutdown_grace,
         driver,
         access_log: config.server.access_log.clone(),
-        count_accepts: !steering.counts_accepts(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;

@@ -70,7 +70,13 @@ pub struct Pulse {
     stop_accepting: AtomicBool,
     held_out: AtomicBool,
     stall_ms: AtomicU64,
+    /// The load last published to the program for `least-loaded` (`NO_LOAD` before the
+    /// first); shown by `STATUS` so an operator (or a test) can see what the program sees.
+    published_load: AtomicU32,
 }
+
+/// `Pulse::published_load` before any load was published.
+const NO_LOAD: u32 = u32::MAX;
 
 impl Default for Pulse {
     fn default() -> Self {
@@ -81,6 +87,7 @@ impl Default for Pulse {
             stop_accepting: AtomicBool::new(false),
             held_out: AtomicBool::new(false),
             stall_ms: AtomicU64::new(0),
+            published_load: AtomicU32::new(NO_LOAD),
         }
     }
 }
@@ -270,11 +277,6 @@ impl Steering {
         self.active
     }
 
-    /// True when the program counts accepted connections (the workers then do not).
-    pub fn counts_accepts(&self) -> bool {
-        matches!(self.active, Active::Ebpf(_))
-    }
-
     pub fn pulses(&self) -> &[Arc<Pulse>] {
         &self.pulses
     }
@@ -393,8 +395,13 @@ fn monitor(
                 .zip(queued)
                 .map(|(p, q)| p.active.load(Ordering::Relaxed).saturating_add(q))
                 .collect();
-            if let Err(e) = program.publish_loads(&loads) {
-                tracing::error!(error = %e, "publishing worker loads");
+            match program.publish_loads(&loads) {
+                Ok(()) => {
+                    for (p, load) in pulses.iter().zip(loads) {
+                        p.published_load.store(load, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "publishing worker loads"),
             }
         }
         if last_counters.elapsed() >= COUNTERS_EVERY {
@@ -436,7 +443,7 @@ impl std::fmt::Debug for Control {
 
 impl Control {
     /// Copies the program's counters into the metrics now (before a scrape renders them),
-    /// so `edgegw_worker_accepted_connections_total` is exact at scrape time.
+    /// so `edgegw_steering_steered_total` is exact at scrape time.
     pub fn refresh_metrics(&self) {
         if let Some(program) = &self.program {
             record_counters(&lock(program));
@@ -445,7 +452,9 @@ impl Control {
 
     /// Runs one command line; returns the one-line answer.
     ///
-    /// - `STATUS`: `OK mode=ebpf|kernel policy=... workers=N out=i,j`
+    /// - `STATUS`: `OK mode=ebpf|kernel policy=... workers=N loads=a,b out=i,j` (`loads`:
+    ///   what `least-loaded` last published per worker, `-` before the first or with
+    ///   another policy)
     /// - `WORKER <n> OUT` / `WORKER <n> IN`: take worker n out of steering, put it back
     /// - `WORKER <n> STALL <ms>`: block worker n's event loop (`EDGEGW_TEST_HOOKS=1` only)
     pub fn command(&self, line: &str) -> String {
@@ -463,9 +472,18 @@ impl Control {
                     .filter(|(_, p)| out_reason(p.view(), now_ms(), Duration::MAX).is_some())
                     .map(|(i, _)| i.to_string())
                     .collect();
+                let loads: Vec<String> = self
+                    .pulses
+                    .iter()
+                    .map(|p| match p.published_load.load(Ordering::Relaxed) {
+                        NO_LOAD => "-".to_string(),
+                        load => load.to_string(),
+                    })
+                    .collect();
                 format!(
-                    "OK mode={mode} policy={policy} workers={} out={}",
+                    "OK mode={mode} policy={policy} workers={} loads={} out={}",
                     self.pulses.len(),
+                    loads.join(","),
                     out.join(",")
                 )
             }
@@ -557,6 +575,15 @@ mod tests {
             hooks: false,
             program: None,
         };
+        assert!(
+            control.command("STATUS").contains(" loads=-,- "),
+            "{}",
+            control.command("STATUS")
+        );
+        control.pulses[0]
+            .published_load
+            .store(12, Ordering::Relaxed);
+        assert!(control.command("STATUS").contains(" loads=12,- "));
         assert_eq!(control.command("WORKER 1 OUT"), "OK");
         assert!(
             control.command("STATUS").ends_with("out=1"),

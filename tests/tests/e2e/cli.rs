@@ -12,11 +12,23 @@ fn sigterm_finishes_in_flight_request_and_exits_0() {
     let client = f.client.clone();
     let mut conn = client.connect().expect("connect");
     echo(&conn.get("/orders/warmup"));
-    let inflight = std::thread::spawn(move || conn.get("/orders/slow?delay_ms=1500"));
-    std::thread::sleep(Duration::from_millis(400));
+    let (_, checkouts) = f.gw.wait_metric("edgegw_upstream_pool_total", &[], 1.0);
+    let inflight = std::thread::spawn(move || conn.get("/orders/slow?delay_ms=3000"));
+    // The slow request is in flight once it took an upstream connection from the pool.
+    let (_, now) =
+        f.gw.wait_metric("edgegw_upstream_pool_total", &[], checkouts + 1.0);
+    assert_eq!(
+        now,
+        checkouts + 1.0,
+        "the slow request never reached the pool"
+    );
     f.gw.sigterm();
-    std::thread::sleep(Duration::from_millis(300));
-    // New connections are no longer served.
+    // New connections are no longer served once the listener is closed.
+    let listen = f.gw.listen;
+    let closed = e2e::util::wait_for(Duration::from_secs(10), || {
+        (!e2e::util::port_open(listen)).then_some(())
+    });
+    assert!(closed.is_some(), "the listener still accepts after SIGTERM");
     let late = client.clone();
     let late =
         std::thread::spawn(move || late.request(Request::get("/orders/late")).map(|r| r.status));

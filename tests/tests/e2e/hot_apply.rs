@@ -69,7 +69,18 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
         }));
     }
 
-    std::thread::sleep(Duration::from_millis(400));
+    // Windows counted in requests, not in time: a slow machine makes them last longer.
+    let outcomes_reach = |n: usize, since: Option<Instant>| {
+        e2e::util::wait_for(Duration::from_secs(60), || {
+            let o = outcomes.lock().expect("lock");
+            let count = o
+                .iter()
+                .filter(|o| since.is_none_or(|t| o.sent > t))
+                .count();
+            (count >= n).then_some(())
+        })
+    };
+    outcomes_reach(30, None);
     let r = f.admin.put_backend(
         "be1",
         &format!("{}/base", f.backend.url()),
@@ -79,7 +90,7 @@ fn rebind_under_load_has_no_failures_and_applies_to_next_request() {
     );
     let put_done = Instant::now();
     assert_eq!(r.status, 200, "{}", r.text());
-    std::thread::sleep(Duration::from_millis(600));
+    outcomes_reach(30, Some(put_done));
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().expect("load thread panicked");
