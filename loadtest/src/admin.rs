@@ -66,6 +66,11 @@ impl Endpoint {
         parse_response(&resp).ok_or_else(|| format!("{method} {path}: malformed response"))
     }
 
+    /// `http://ADDR` of this endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
         self.call("GET", path, None)
     }

@@ -17,6 +17,7 @@ use crate::client::{self, Conn};
 use crate::harness::{self, Backend, Kind, Pki, Server};
 use crate::procs;
 use crate::run::{self, Driver, DriverChoice, Report, RunConfig, Scenario, Target};
+use crate::thirdparty::{self, Tool, ToolRun};
 
 #[derive(clap::Args)]
 pub struct CompareArgs {
@@ -56,6 +57,49 @@ pub struct CompareArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Load clients: `own` (this program's scenarios) and the third-party `wrk`, `h2load`,
+    /// `s_time` (comma separated). Default: own and every third-party one installed.
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<String>>,
+    /// Connections of the wrk `Connection: close` figure.
+    #[arg(long, default_value_t = 32)]
+    wrk_connections: usize,
+}
+
+/// Which clients to run: own scenarios or not, and the third-party tools.
+fn choose_clients(asked: Option<&[String]>) -> Result<(bool, Vec<Tool>), String> {
+    let Some(asked) = asked else {
+        let (have, missing): (Vec<Tool>, Vec<Tool>) =
+            Tool::ALL.into_iter().partition(|t| t.installed());
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|t| t.name()).collect();
+            let packages: Vec<&str> = missing.iter().map(|t| t.package()).collect();
+            eprintln!(
+                "loadtest: {} not installed, skipped; install with:\n  sudo apt-get update && sudo apt-get install -y {}",
+                names.join(", "),
+                packages.join(" ")
+            );
+        }
+        return Ok((true, have));
+    };
+    let mut own = false;
+    let mut tools = Vec::new();
+    for name in asked {
+        if name == "own" {
+            own = true;
+            continue;
+        }
+        let tool = Tool::parse(name)?;
+        if !tool.installed() {
+            return Err(format!(
+                "{} is not installed; install it with:\n  sudo apt-get update && sudo apt-get install -y {}",
+                tool.name(),
+                tool.package()
+            ));
+        }
+        tools.push(tool);
+    }
+    Ok((own, tools))
 }
 
 /// One scenario against one server, with the server's CPU time during it.
@@ -100,6 +144,18 @@ pub struct ServerResult {
     pub idle: Option<IdleResult>,
     pub upstream: Option<UpstreamResult>,
     pub rotate: Option<Measured>,
+    /// Third-party clients' figures, by `thirdparty::Figure::name`.
+    pub third_party: BTreeMap<String, ToolMeasured>,
+}
+
+/// One third-party figure against one server, with the server's CPU time during it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolMeasured {
+    #[serde(flatten)]
+    pub run: ToolRun,
+    pub server_cpu_s: f64,
+    /// Per 1000 requests (keep-alive) or 1000 connections (one request each).
+    pub cpu_ms_per_1000: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -125,6 +181,9 @@ pub struct Comparison {
     pub open_loop_rate: Option<f64>,
     pub servers: Vec<ServerResult>,
     pub figures: Vec<Figure>,
+    /// Where this program's own client and a third-party client disagree by more than 20 %
+    /// on edgegw's ratio to NGINX.
+    pub disagreements: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -198,6 +257,51 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Runs one third-party figure, reading the server's CPU time around it.
+    fn measure_tool(
+        &self,
+        server: &Server,
+        figure: thirdparty::Figure,
+    ) -> Result<ToolMeasured, String> {
+        let job = thirdparty::Job {
+            figure,
+            url: server.url("/thirdparty"),
+            port: server.port,
+            path: "/thirdparty".into(),
+            connections: match figure {
+                thirdparty::Figure::NewconnResumeWrk => self.args.wrk_connections,
+                _ => self.args.connections,
+            },
+            duration: self.args.duration,
+        };
+        eprintln!("== {} {}", server.kind.name(), figure.name());
+        let cpu0 = procs::cpu_time(server.proc.pid());
+        let run = thirdparty::run(&job)?;
+        let cpu = procs::cpu_time(server.proc.pid()).saturating_sub(cpu0);
+        let cpu_ms_per_1000 = if run.completed > 0 {
+            cpu.as_secs_f64() * 1000.0 * 1000.0 / run.completed as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "   {}: {:.0}/s, p99 {}, errors {}, server CPU {:.2}s ({cpu_ms_per_1000:.1} ms/1000 {})\n   command: {}",
+            figure.name(),
+            run.per_s,
+            run.latency_p99_ms
+                .map(|v| format!("{v:.2} ms"))
+                .unwrap_or_else(|| "-".into()),
+            run.errors,
+            cpu.as_secs_f64(),
+            if figure.per_connection() { "connections" } else { "requests" },
+            run.command
+        );
+        Ok(ToolMeasured {
+            run,
+            server_cpu_s: cpu.as_secs_f64(),
+            cpu_ms_per_1000,
+        })
+    }
+
     fn config(&self, server: &Server, scenario: Scenario) -> Result<RunConfig, String> {
         let target: Target = server.url("/").parse()?;
         let mut cfg = RunConfig::new(scenario, target, self.context.clone(), self.driver);
@@ -275,6 +379,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
         .map(|s| Kind::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     check_programs(&kinds)?;
+    let (own_client, tools) = choose_clients(args.clients.as_deref())?;
     harness::bin_dir()?;
     let driver = args.driver.resolve()?;
     // Client and servers each hold one descriptor per idle connection; HAProxy sizes its own
@@ -307,8 +412,14 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             idle: None,
             upstream: None,
             rotate: None,
+            third_party: BTreeMap::new(),
         };
-        for scenario in &ctx.args.scenarios {
+        for figure in thirdparty::Figure::of(&tools) {
+            let m = ctx.measure_tool(&server, figure)?;
+            result.third_party.insert(figure.name().to_string(), m);
+        }
+        let own_scenarios: &[Scenario] = if own_client { &ctx.args.scenarios } else { &[] };
+        for scenario in own_scenarios {
             let cfg = ctx.config(&server, *scenario)?;
             // edgegw, steady keep-alive: count upstream handshakes and requests from its own
             // metrics between a point after the run's first connections settled and the end.
@@ -337,12 +448,12 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             }
             result.scenarios.insert(scenario.name().to_string(), m);
         }
-        if let (Some(rate), false) = (open_rate, ctx.args.no_open_loop) {
+        if let (Some(rate), false, true) = (open_rate, ctx.args.no_open_loop, own_client) {
             let mut cfg = ctx.config(&server, Scenario::Keepalive)?;
             cfg.rate = Some(rate);
             result.open_loop = Some(ctx.measure(&server, &cfg)?);
         }
-        if ctx.args.idle_connections > 0 {
+        if ctx.args.idle_connections > 0 && own_client {
             eprintln!("== {} idle RSS", kind.name());
             let target: Target = server.url("/").parse()?;
             let n = match kind {
@@ -364,7 +475,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             );
             result.idle = Some(idle);
         }
-        if *kind == Kind::Edgegw {
+        if *kind == Kind::Edgegw && own_client {
             reconnects(&ctx, &server, &mut backend, &mut result)?;
             let mut cfg = ctx.config(&server, Scenario::Rotate)?;
             let admin = server
@@ -384,6 +495,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
         results.push(result);
     }
     let figures = figures(&results);
+    let disagreements = disagreements(&results);
     let comparison = Comparison {
         machine: machine(),
         duration_s: ctx.args.duration.as_secs_f64(),
@@ -394,6 +506,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
         open_loop_rate: open_rate,
         servers: results,
         figures,
+        disagreements,
     };
     println!("{}", table(&comparison));
     if let Some(path) = &ctx.args.json {
@@ -561,6 +674,66 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         },
         |r| r <= 1.0,
     );
+    // Third-party clients (the targets of the TLS-connection issue).
+    let tool = |name: &'static str, f: fn(&ToolMeasured) -> f64| {
+        move |r: &ServerResult| r.third_party.get(name).map(f)
+    };
+    peer_figure(
+        "h2load --h1 keep-alive requests/s",
+        ">= 1.2 x NGINX",
+        &tool("h2load-keepalive", |m| m.run.per_s),
+        |r| r >= 1.2,
+    );
+    peer_figure(
+        "h2load keep-alive: server CPU ms per 1000 requests",
+        "<= 0.6 x NGINX",
+        &tool("h2load-keepalive", |m| m.cpu_ms_per_1000),
+        |r| r <= 0.6,
+    );
+    peer_figure(
+        "h2load keep-alive: mean latency ms",
+        "(info)",
+        &|r: &ServerResult| {
+            r.third_party
+                .get("h2load-keepalive")
+                .and_then(|m| m.run.latency_mean_ms)
+        },
+        |_| true,
+    );
+    peer_figure(
+        "wrk Connection: close (resumed TLS) requests/s",
+        ">= 1.2 x NGINX",
+        &tool("wrk-newconn-resume", |m| m.run.per_s),
+        |r| r >= 1.2,
+    );
+    peer_figure(
+        "wrk Connection: close: server CPU ms per 1000 connections",
+        "<= 0.7 x NGINX",
+        &tool("wrk-newconn-resume", |m| m.cpu_ms_per_1000),
+        |r| r <= 0.7,
+    );
+    peer_figure(
+        "wrk Connection: close: p99 latency ms",
+        "(info)",
+        &|r: &ServerResult| {
+            r.third_party
+                .get("wrk-newconn-resume")
+                .and_then(|m| m.run.latency_p99_ms)
+        },
+        |_| true,
+    );
+    peer_figure(
+        "s_time -reuse serial resumed connections/s",
+        ">= 1.2 x NGINX",
+        &tool("s_time-reuse", |m| m.run.per_s),
+        |r| r >= 1.2,
+    );
+    peer_figure(
+        "s_time -new serial full-handshake connections/s",
+        ">= 1.1 x NGINX",
+        &tool("s_time-new", |m| m.run.per_s),
+        |r| r >= 1.1,
+    );
     // Informational rows (no target of their own).
     peer_figure(
         "new connections/s (full handshake)",
@@ -649,6 +822,46 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
     out
 }
 
+/// Pairs of figures that measure the same thing with this program's client and with a
+/// third-party one; where edgegw's ratio to NGINX differs by more than 20 % between them,
+/// one sentence says so (BENCHMARKS.md explains the known cases).
+pub fn disagreements(results: &[ServerResult]) -> Vec<String> {
+    let value = |kind: Kind, own: bool, name: &str| {
+        let r = results.iter().find(|r| r.server == kind)?;
+        if own {
+            r.scenarios
+                .get(name)
+                .map(|m| m.report.summary.requests_per_s)
+        } else {
+            r.third_party.get(name).map(|m| m.run.per_s)
+        }
+    };
+    let pairs = [
+        ("keepalive", "h2load-keepalive", "keep-alive requests/s"),
+        ("resume", "wrk-newconn-resume", "resumed new connections/s"),
+        ("newconn", "s_time-new", "full-handshake connections/s"),
+    ];
+    let mut out = Vec::new();
+    for (own, third, what) in pairs {
+        let own_ratio = ratio(
+            value(Kind::Edgegw, true, own),
+            value(Kind::Nginx, true, own),
+        );
+        let third_ratio = ratio(
+            value(Kind::Edgegw, false, third),
+            value(Kind::Nginx, false, third),
+        );
+        if let (Some(a), Some(b)) = (own_ratio, third_ratio) {
+            if (a / b - 1.0).abs() > 0.2 {
+                out.push(format!(
+                    "{what}: own client ({own}) says edgegw = {a:.2} x NGINX, {third} says {b:.2} x: they disagree by more than 20 %"
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn cell(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
@@ -702,8 +915,28 @@ pub fn table(c: &Comparison) -> String {
                         m.report.summary.errors_by_kind
                     )
                 })
+                .chain(
+                    r.third_party
+                        .values()
+                        .filter(|m| m.run.errors > 0)
+                        .map(move |m| {
+                            format!(
+                                "{} {}: {} errors ({})",
+                                r.server.name(),
+                                m.run.figure.name(),
+                                m.run.errors,
+                                m.run.command
+                            )
+                        }),
+                )
         })
         .collect();
+    if !c.disagreements.is_empty() {
+        s.push_str("\nown client vs third-party clients:\n");
+        for d in &c.disagreements {
+            s.push_str(&format!("  {d}\n"));
+        }
+    }
     if !errors.is_empty() {
         s.push_str("\nerrors:\n");
         for e in errors {

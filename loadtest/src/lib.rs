@@ -9,4 +9,6 @@ pub mod harness;
 pub mod pacing;
 pub mod procs;
 pub mod run;
+pub mod serve;
 pub mod stats;
+pub mod thirdparty;

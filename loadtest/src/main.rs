@@ -1,7 +1,7 @@
 //! `loadtest`: edgegw's load generator and the mTLS test backend it is measured against.
 
 use clap::{Parser, Subcommand};
-use loadtest::{backend, compare, run};
+use loadtest::{backend, compare, run, serve};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Run the same scenarios against edgegw, NGINX and HAProxy and print the ratios.
     Compare(Box<compare::CompareArgs>),
+    /// Start one server under test as `compare` does and keep it up for third-party clients.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -37,6 +39,7 @@ fn main() {
         Command::Backend(args) => backend::run(args),
         Command::Run(args) => run::run_command(*args),
         Command::Compare(args) => compare::run(*args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("loadtest: {e}");
