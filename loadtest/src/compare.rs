@@ -61,6 +61,9 @@ pub struct CompareArgs {
     /// `s_time` (comma separated). Default: own and every third-party one installed.
     #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<String>>,
+    /// edgegw's `server.pin_workers` (NGINX and HAProxy do not pin).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    edgegw_pin_workers: bool,
     /// Connections of the wrk `Connection: close` figure.
     #[arg(long, default_value_t = 32)]
     wrk_connections: usize,
@@ -403,7 +406,13 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
     let mut results: Vec<ServerResult> = Vec::new();
     let mut open_rate: Option<f64> = None;
     for kind in &kinds {
-        let server = Server::start(*kind, &pki, backend.port, ctx.args.workers)?;
+        let server = Server::start_with(
+            *kind,
+            &pki,
+            backend.port,
+            ctx.args.workers,
+            ctx.args.edgegw_pin_workers,
+        )?;
         ctx.warm_up(&server)?;
         let mut result = ServerResult {
             server: *kind,

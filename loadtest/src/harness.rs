@@ -350,6 +350,17 @@ impl Server {
         backend_port: u16,
         workers: usize,
     ) -> Result<Server, String> {
+        Self::start_with(kind, pki, backend_port, workers, false)
+    }
+
+    /// `start`, with edgegw's `server.pin_workers` chosen (the peers do not pin).
+    pub fn start_with(
+        kind: Kind,
+        pki: &Pki,
+        backend_port: u16,
+        workers: usize,
+        edgegw_pin_workers: bool,
+    ) -> Result<Server, String> {
         let workdir = tempfile::Builder::new()
             .prefix(&format!("edgegw-loadtest-{}-", kind.name()))
             .tempdir()
@@ -362,7 +373,8 @@ impl Server {
             Kind::Edgegw => {
                 let admin_port = free_port()?;
                 let metrics_port = free_port()?;
-                let config = edgegw_config(pki, w, port, admin_port, metrics_port, workers);
+                let ports = (port, admin_port, metrics_port);
+                let config = edgegw_config(pki, w, ports, workers, edgegw_pin_workers);
                 let path = w.join("edgegw.toml");
                 std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
                 let mut cmd = Command::new(bin_dir()?.join("edgegw"));
@@ -429,17 +441,18 @@ impl Server {
     }
 }
 
+/// `ports`: listener, admin, metrics.
 fn edgegw_config(
     pki: &Pki,
     w: &Path,
-    port: u16,
-    admin: u16,
-    metrics: u16,
+    (port, admin, metrics): (u16, u16, u16),
     workers: usize,
+    pin_workers: bool,
 ) -> String {
     format!(
         r#"[server]
 workers = {workers}
+pin_workers = {pin_workers}
 data_dir = "{data}"
 shutdown_grace = "2s"
 

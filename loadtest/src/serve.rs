@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Event-loop threads of the test backend.
     #[arg(long, default_value_t = 1)]
     backend_workers: usize,
+    /// edgegw's `server.pin_workers`.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pin_workers: bool,
     /// How long to keep it up (it always stops by itself).
     #[arg(long = "for", default_value = "120s", value_parser = run::parse_duration)]
     duration: Duration,
@@ -28,7 +31,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let kind = Kind::parse(&args.server)?;
     let pki = Pki::create()?;
     let backend = Backend::start(&pki, args.backend_workers)?;
-    let server = Server::start(kind, &pki, backend.port, args.workers)?;
+    let server = Server::start_with(kind, &pki, backend.port, args.workers, args.pin_workers)?;
     // One line a script can read, then the details.
     println!("{}", server.url("/"));
     eprintln!(

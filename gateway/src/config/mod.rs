@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// `server.access_log`: one JSON line per request. `""` (default): off; `"stderr"`: to
     /// standard error; anything else: a file path, appended to.
     pub access_log: AccessLog,
+    /// `server.pin_workers`: keep each worker thread on its own CPU (worker i on CPU
+    /// i mod online CPUs). Default `false`: measured (docs/BENCHMARKS.md), pinning costs a
+    /// third of the new-connection rate when clients or other processes share the cores
+    /// (the scheduler cannot move a pinned worker off a busy CPU) and gains nothing
+    /// measurable when they do not. Unset: pinned only with `steering.policy = "cpu"`,
+    /// whose point is that the worker of a CPU runs on that CPU (see `pin_workers()`).
+    pub pin_workers: Option<bool>,
 }
 
 /// Where the access log goes.
@@ -199,6 +206,14 @@ pub struct UpstreamConfig {
 }
 
 impl Config {
+    /// Whether the workers are pinned to CPUs: `server.pin_workers`, or when unset, only
+    /// under the `cpu` steering policy.
+    pub fn pin_workers(&self) -> bool {
+        self.server
+            .pin_workers
+            .unwrap_or(self.steering.policy == SteeringPolicy::Cpu)
+    }
+
     /// Exactly the defaults of contract §2 (with `server.workers = 0` resolved to the number
     /// of online CPUs). This is what `edgegw run` uses without `--config`.
     pub fn embedded_defaults() -> Config {
@@ -209,6 +224,7 @@ impl Config {
                 data_dir: PathBuf::from("./edgegw-data"),
                 shutdown_grace: Duration::from_secs(10),
                 access_log: AccessLog::Off,
+                pin_workers: None,
             },
             listener: ListenerConfig {
                 address: local(8443),

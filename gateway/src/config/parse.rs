@@ -20,7 +20,13 @@ use super::{
 const SECTIONS: &[(&str, &[&str])] = &[
     (
         "server",
-        &["workers", "data_dir", "shutdown_grace", "access_log"],
+        &[
+            "workers",
+            "data_dir",
+            "shutdown_grace",
+            "access_log",
+            "pin_workers",
+        ],
     ),
     (
         "listener",
@@ -262,6 +268,7 @@ impl Parser {
                 |v| duration(v, true),
             ),
             access_log: self.take_or(s, "access_log", AccessLog::Off, access_log),
+            pin_workers: self.take_or(s, "pin_workers", None, |v| boolean(v).map(Some)),
         };
 
         // [listener]

@@ -138,6 +138,7 @@ workers = 3
 data_dir = "/var/lib/edgegw"
 shutdown_grace = "0s"
 access_log = "/var/log/edgegw/access.log"
+pin_workers = false
 
 [listener]
 address = "0.0.0.0:443"
@@ -178,6 +179,7 @@ request_timeout = "2m"
             data_dir: PathBuf::from("/var/lib/edgegw"),
             shutdown_grace: Duration::ZERO,
             access_log: AccessLog::File(PathBuf::from("/var/log/edgegw/access.log")),
+            pin_workers: Some(false),
         },
         listener: ListenerConfig {
             address: addr("0.0.0.0:443"),
@@ -589,4 +591,15 @@ fn access_log_is_off_stderr_or_a_file() {
     );
     let errors = Config::from_toml_str("[server]\naccess_log = 1\n").unwrap_err();
     assert!(errors.has_key("server.access_log"), "{errors}");
+}
+
+#[test]
+fn pin_workers_defaults_to_off_except_under_the_cpu_policy() {
+    assert!(!Config::embedded_defaults().pin_workers());
+    assert!(!parse("[server]\n").pin_workers());
+    assert!(parse("[server]\npin_workers = true\n").pin_workers());
+    assert!(parse("[steering]\npolicy = \"cpu\"\n").pin_workers());
+    assert!(!parse("[server]\npin_workers = false\n[steering]\npolicy = \"cpu\"\n").pin_workers());
+    let errors = Config::from_toml_str("[server]\npin_workers = \"no\"\n").unwrap_err();
+    assert!(errors.has_key("server.pin_workers"), "{errors}");
 }

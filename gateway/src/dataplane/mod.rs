@@ -113,6 +113,8 @@ pub struct WorkerShared {
     pub shutdown_grace: Duration,
     pub driver: Driver,
     pub access_log: crate::config::AccessLog,
+    /// `server.pin_workers`: the runtime pins each worker thread to one CPU.
+    pub pin_workers: bool,
 }
 
 /// One worker's state; lives on its thread only.

@@ -184,6 +184,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         shutdown_grace: config.server.shutdown_grace,
         driver,
         access_log: config.server.access_log.clone(),
+        pin_workers: config.pin_workers(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;
@@ -310,6 +311,7 @@ fn start_workers(
     stop: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<std::io::Result<()>>>, RunError> {
     let cpus = crate::config::online_cpus();
+    let pin = shared.pin_workers;
     listeners
         .into_iter()
         .zip(pulses.iter().cloned())
@@ -320,7 +322,9 @@ fn start_workers(
             std::thread::Builder::new()
                 .name(format!("edgegw-worker-{id}"))
                 .spawn(move || {
-                    pin_to_cpu(id % cpus);
+                    if pin {
+                        pin_to_cpu(id % cpus);
+                    }
                     dataplane::run_worker(id, shared, listener, pulse, stop)
                 })
                 .map_err(|e| fail(&format!("starting worker {id}"), e))
