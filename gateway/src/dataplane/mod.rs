@@ -115,6 +115,8 @@ pub struct WorkerShared {
     pub access_log: crate::config::AccessLog,
     /// `server.pin_workers`: the runtime pins each worker thread to one CPU.
     pub pin_workers: bool,
+    /// Upstream TLS sessions, shared by every worker.
+    pub upstream_sessions: Arc<crate::upstream::SharedSessions>,
 }
 
 /// One worker's state; lives on its thread only.
@@ -188,6 +190,7 @@ async fn worker_loop(
             shared.max_idle_per_key,
             shared.upstream_idle_timeout,
             shared.connect_timeout,
+            shared.upstream_sessions.clone(),
         )),
         metrics: WorkerMetrics::new(id),
         draining: Cell::new(false),

@@ -464,16 +464,25 @@ async fn upstream_connection(
     let (session, timeout) = {
         let upstreams = ctx.upstreams.borrow();
         (
-            upstreams.session_for(&endpoint.key),
+            upstreams.session_for(&endpoint.key, target),
             upstreams.connect_timeout(),
         )
     };
     let started = Instant::now();
+    let offered = session.clone();
     match upstream::connect(target, session, timeout).await {
         Ok(mut conn) => {
             if let Some(resumed) = conn.resumed {
                 ctx.metrics
                     .upstream_handshake(&target.backend_id, resumed, started.elapsed());
+                if !resumed {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let why = upstream::ResumeMiss::of(offered.as_ref(), now);
+                    ctx.metrics
+                        .upstream_resumption_miss(&target.backend_id, why.as_str());
+                }
             }
             let open = ctx
                 .metrics
@@ -581,6 +590,9 @@ async fn proxy(
     }
     let mut response = std::mem::take(&mut client.response);
     read_response_head(ctx, &mut conn, target, &mut response).await?;
+    // A TLS 1.3 ticket precedes the response bytes: share it with the other workers before
+    // the client sees the answer (and can open a connection that lands on another worker).
+    ctx.upstreams.borrow_mut().remember_session(&mut conn);
     let upstream = UpstreamUse {
         reused: conn.reused,
         resumed: if conn.reused { None } else { conn.resumed },

@@ -21,6 +21,7 @@ pub const UPSTREAM_HANDSHAKES_TOTAL: &str = "edgegw_upstream_handshakes_total";
 pub const UPSTREAM_POOL_TOTAL: &str = "edgegw_upstream_pool_total";
 pub const UPSTREAM_TLS_ERRORS_TOTAL: &str = "edgegw_upstream_tls_errors_total";
 pub const UPSTREAM_POOL_EVICTIONS_TOTAL: &str = "edgegw_upstream_pool_evictions_total";
+pub const UPSTREAM_RESUMPTION_MISSES_TOTAL: &str = "edgegw_upstream_resumption_misses_total";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "edgegw_certificate_expiry_timestamp_seconds";
 pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_connections_total";
@@ -87,6 +88,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_TLS_ERRORS_TOTAL,
         "Failed TLS connections to backends, by reason."
+    );
+    describe_counter!(
+        UPSTREAM_RESUMPTION_MISSES_TOTAL,
+        "New TLS connections to backends that did not resume, by reason: no_session (no worker had one for the pool key), expired (the offered session was past its lifetime), rejected (the backend did a full handshake)."
     );
     describe_counter!(
         UPSTREAM_POOL_EVICTIONS_TOTAL,
@@ -237,6 +242,7 @@ pub struct WorkerMetrics {
     upstream_open: Handles<(Arc<str>, Arc<str>), metrics::Gauge>,
     pool: Handles<(Arc<str>, bool), Counter>,
     tls_errors: Handles<(Arc<str>, TlsFailure), Counter>,
+    resumption_misses: Handles<(Arc<str>, &'static str), Counter>,
     evictions: Handles<&'static str, Counter>,
 }
 
@@ -266,6 +272,7 @@ impl WorkerMetrics {
             upstream_open: RefCell::default(),
             pool: RefCell::default(),
             tls_errors: RefCell::default(),
+            resumption_misses: RefCell::default(),
             evictions: RefCell::default(),
         }
     }
@@ -349,6 +356,17 @@ impl WorkerMetrics {
             .entry((backend.clone(), reason))
             .or_insert_with(|| {
                 metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason.as_str())
+            })
+            .increment(1);
+    }
+
+    /// A new upstream TLS connection that did not resume; `reason` is a `ResumeMiss` label.
+    pub fn upstream_resumption_miss(&self, backend: &Arc<str>, reason: &'static str) {
+        self.resumption_misses
+            .borrow_mut()
+            .entry((backend.clone(), reason))
+            .or_insert_with(|| {
+                metrics::counter!(UPSTREAM_RESUMPTION_MISSES_TOTAL, "backend" => backend.to_string(), "reason" => reason)
             })
             .increment(1);
     }

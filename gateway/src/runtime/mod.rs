@@ -185,6 +185,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         driver,
         access_log: config.server.access_log.clone(),
         pin_workers: config.pin_workers(),
+        upstream_sessions: crate::upstream::SharedSessions::new(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;

@@ -1,7 +1,9 @@
-//! Connections to backends: the pool key, the per-worker pool and session cache, and opening
-//! a new connection (TCP connect, TLS handshake that resumes an earlier session of the key).
+//! Connections to backends: the pool key, the per-worker pool, the session store shared by
+//! the workers, and opening a new connection (TCP connect, TLS handshake that resumes an
+//! earlier session of the key).
 
 pub mod pool;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -18,6 +20,7 @@ use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::{TlsError, TlsStream};
 
 pub use pool::{Eviction, Pool};
+pub use sessions::{ResumeMiss, SharedSessions};
 
 /// Everything that makes two upstream connections interchangeable. A connection made with
 /// one certificate, SNI or set of validation flags is never handed to a request that needs
@@ -127,18 +130,24 @@ pub enum ConnectError {
     Tls(TlsFailure, String),
 }
 
-/// The pool and session cache one worker owns. Nothing here is shared across cores.
+/// The pool one worker owns (not shared across cores), and its handle on the session store
+/// all workers share.
 pub struct WorkerUpstreams {
     pub pool: Pool<PoolKey, UpstreamConn>,
-    sessions: rustc_hash::FxHashMap<PoolKey, SslSession>,
+    sessions: Arc<SharedSessions>,
     connect_timeout: Duration,
 }
 
 impl WorkerUpstreams {
-    pub fn new(max_idle_per_key: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub fn new(
+        max_idle_per_key: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        sessions: Arc<SharedSessions>,
+    ) -> Self {
         Self {
             pool: Pool::new(max_idle_per_key, idle_timeout),
-            sessions: Default::default(),
+            sessions,
             connect_timeout,
         }
     }
@@ -160,23 +169,27 @@ impl WorkerUpstreams {
         None
     }
 
-    /// Keeps the newest session ticket the backend sent on `conn`, for the next handshake.
+    /// Keeps the newest session ticket the backend sent on `conn`, for the next handshake
+    /// of any worker.
     pub fn remember_session(&mut self, conn: &mut UpstreamConn) {
         if let UpstreamIo::Tls(tls) = &mut conn.io {
             if let Some(session) = client::take_new_session(tls.ssl_mut()) {
-                self.sessions.insert(conn.key.clone(), session);
+                let context = tls.ssl().ssl_context().to_owned();
+                self.sessions.put(&conn.key, context, session);
             }
         }
     }
 
     /// Forgets the session of a key whose handshake failed, so the next try starts afresh.
     pub fn forget_session(&mut self, key: &PoolKey) {
-        self.sessions.remove(key);
+        self.sessions.forget(key);
     }
 
-    /// The session to offer when connecting for `key` (cheap: sessions are reference counted).
-    pub fn session_for(&self, key: &PoolKey) -> Option<SslSession> {
-        self.sessions.get(key).cloned()
+    /// The session to offer when connecting for `key` through `target` (cheap: sessions are
+    /// reference counted).
+    pub fn session_for(&self, key: &PoolKey, target: &Target) -> Option<SslSession> {
+        let tls = target.tls.as_ref()?;
+        self.sessions.get(key, &tls.context)
     }
 
     pub fn connect_timeout(&self) -> Duration {

@@ -145,3 +145,81 @@ fn pool_key_includes_validation_flags_and_certificate() {
         "CN=client-3, O=edgegw-test"
     );
 }
+
+/// Upstream TLS sessions are shared by the workers: a worker that never talked to the
+/// backend resumes the session another worker obtained, and after a backend restart (same
+/// ticket key) every new upstream connection, on either worker, resumes. Counted from
+/// `/metrics`: exactly one full upstream handshake in the whole test.
+#[test]
+fn upstream_sessions_are_shared_by_the_workers() {
+    let mut f = Fixture::with(GatewayOpts::default(), |pki| BackendOpts {
+        cert: pki.path("server.pem"),
+        key: pki.path("server.key"),
+        client_ca: None,
+        ticket_key: Some(pki.ticket_key("backend-ticket.key")),
+    });
+    assert_eq!(f.gw.opts.workers, 2);
+    let full = |m: &str| {
+        sum(
+            m,
+            "edgegw_upstream_handshakes_total",
+            &[("resumed", "false")],
+        )
+    };
+    let resumed = |m: &str| {
+        sum(
+            m,
+            "edgegw_upstream_handshakes_total",
+            &[("resumed", "true")],
+        )
+    };
+    // Requests on new client connections until both workers have served some (the kernel
+    // spreads connections by a hash: 64 tries leave a chance of 2^-63 of missing one).
+    let on_both_workers = |f: &Fixture, what: &str| {
+        let mut seen = [0usize; 2];
+        for i in 0..64 {
+            let e = echo(&f.client.get(&format!("/orders/{what}/{i}")));
+            let w = e2e::steering::worker_of(&e).expect("worker in the request id");
+            seen[w] += 1;
+            if seen.iter().all(|&n| n > 0) {
+                return seen;
+            }
+        }
+        panic!("64 connections all went to one worker: {seen:?}");
+    };
+    let seen = on_both_workers(&f, "first");
+    let (m, _) = f.gw.wait_metric(
+        "edgegw_upstream_handshakes_total",
+        &[],
+        2.0, // at least one upstream connection per worker
+    );
+    assert_eq!(
+        full(&m),
+        1.0,
+        "only the first upstream connection may be a full handshake (workers served {seen:?}):\n{m}"
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "edgegw_upstream_resumption_misses_total",
+            &[("reason", "no_session")]
+        ),
+        1.0
+    );
+    let resumed_before = resumed(&m);
+
+    // The backend restarts: every pooled connection is dead; both workers reconnect, and
+    // every reconnection resumes.
+    f.backend.restart();
+    let seen = on_both_workers(&f, "after-restart");
+    let (m, after) = f.gw.wait_metric(
+        "edgegw_upstream_handshakes_total",
+        &[("resumed", "true")],
+        resumed_before + 2.0,
+    );
+    assert!(
+        after >= resumed_before + 2.0,
+        "both workers should reconnect with resumed sessions (served {seen:?}):\n{m}"
+    );
+    assert_eq!(full(&m), 1.0, "a reconnection did a full handshake:\n{m}");
+}
