@@ -147,6 +147,9 @@ pub struct ServerResult {
     pub idle: Option<IdleResult>,
     pub upstream: Option<UpstreamResult>,
     pub rotate: Option<Measured>,
+    /// edgegw only: `newconn` and `resume` with the client offering X25519MLKEM768 (the
+    /// contract's default first group), beside the X25519 figures of `scenarios`.
+    pub post_quantum: BTreeMap<String, Measured>,
     /// Third-party clients' figures, by `thirdparty::Figure::name`.
     pub third_party: BTreeMap<String, ToolMeasured>,
 }
@@ -421,6 +424,7 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             idle: None,
             upstream: None,
             rotate: None,
+            post_quantum: BTreeMap::new(),
             third_party: BTreeMap::new(),
         };
         for figure in thirdparty::Figure::of(&tools) {
@@ -485,6 +489,17 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
             result.idle = Some(idle);
         }
         if *kind == Kind::Edgegw && own_client {
+            // What post-quantum key exchange costs: the same handshakes, the client offering
+            // X25519MLKEM768 (NGINX 1.22 on OpenSSL 3.0 has no ML-KEM: edgegw only).
+            let pq = client::build_context(Some("X25519MLKEM768"), None)?;
+            for scenario in [Scenario::Newconn, Scenario::Resume] {
+                let mut cfg = ctx.config(&server, scenario)?;
+                cfg.context = pq.clone();
+                let m = ctx.measure(&server, &cfg)?;
+                result
+                    .post_quantum
+                    .insert(format!("{}-mlkem", scenario.name()), m);
+            }
             reconnects(&ctx, &server, &mut backend, &mut result)?;
             let mut cfg = ctx.config(&server, Scenario::Rotate)?;
             let admin = server
@@ -785,6 +800,35 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         |r| r <= 0.35,
     );
     let up = edgegw.and_then(|r| r.upstream.as_ref());
+    let pq_per_conn = |name: &str| {
+        edgegw
+            .and_then(|r| r.post_quantum.get(name))
+            .and_then(|m| m.cpu_ms_per_connection)
+    };
+    own(
+        "edgegw CPU ms per full handshake, X25519MLKEM768",
+        "(info)",
+        pq_per_conn("newconn-mlkem"),
+        |_| true,
+    );
+    own(
+        "same, X25519MLKEM768 / X25519",
+        "(info)",
+        ratio(pq_per_conn("newconn-mlkem"), per_conn("newconn")),
+        |_| true,
+    );
+    own(
+        "edgegw CPU ms per resumed handshake, X25519MLKEM768",
+        "(info)",
+        pq_per_conn("resume-mlkem"),
+        |_| true,
+    );
+    own(
+        "same, X25519MLKEM768 / X25519",
+        "(info)",
+        ratio(pq_per_conn("resume-mlkem"), per_conn("resume")),
+        |_| true,
+    );
     own(
         "upstream handshakes per request, steady keep-alive",
         "0 after warm-up",
@@ -827,6 +871,9 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         f.haproxy = rss(Kind::Haproxy);
         f.ratio_nginx = ratio(f.edgegw, f.nginx);
         f.ratio_haproxy = ratio(f.edgegw, f.haproxy);
+    }
+    for f in out.iter_mut().filter(|f| f.target == "(info)") {
+        f.met = None;
     }
     out
 }

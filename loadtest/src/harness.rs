@@ -460,7 +460,9 @@ shutdown_grace = "2s"
 address = "127.0.0.1:{port}"
 certificate = "{cert}"
 private_key = "{key}"
-key_exchange_groups = ["X25519"]
+# X25519 is what every client of the comparison offers (NGINX and HAProxy are configured
+# with it alone); X25519MLKEM768 is there for compare's post-quantum figures.
+key_exchange_groups = ["X25519", "X25519MLKEM768"]
 
 [admin]
 address = "127.0.0.1:{admin}"

@@ -119,3 +119,63 @@ fn every_scenario_runs_without_errors() {
     assert!(v["rotate"]["rotations"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(v["rotate"]["admin_failures"], 0, "{v}");
 }
+
+/// `loadtest compare` with the third-party clients only (wrk, h2load, openssl s_time, as
+/// `./dev` installs them): each figure ran against a real edgegw, completed requests or
+/// connections with no error, and names the command that reproduces it.
+#[test]
+fn compare_drives_the_third_party_clients() {
+    let missing: Vec<&str> = ["wrk", "h2load", "openssl"]
+        .into_iter()
+        .filter(|p| harness::find_program(p).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not installed: {missing:?} (./dev installs wrk, nghttp2-client and openssl)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("compare.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "compare",
+            "--servers",
+            "edgegw",
+            "--clients",
+            "wrk,h2load,s_time",
+        ])
+        .args([
+            "--duration",
+            "1s",
+            "--connections",
+            "4",
+            "--wrk-connections",
+            "4",
+        ])
+        .args(["--idle-connections", "0", "--no-open-loop", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run loadtest compare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare failed:\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let third = &v["servers"][0]["third_party"];
+    for figure in [
+        "h2load-keepalive",
+        "wrk-newconn-resume",
+        "s_time-new",
+        "s_time-reuse",
+    ] {
+        let f = &third[figure];
+        assert!(f["completed"].as_u64().unwrap_or(0) > 0, "{figure}: {f}");
+        assert_eq!(f["errors"], 0, "{figure}: {f}");
+        assert!(
+            f["command"].as_str().is_some_and(|c| !c.is_empty()),
+            "{figure}: {f}"
+        );
+        assert!(
+            f["cpu_ms_per_1000"].as_f64().unwrap_or(0.0) > 0.0,
+            "{figure}: {f}"
+        );
+    }
+}
