@@ -3,7 +3,6 @@
 //! Bodies stream through in both directions; nothing buffers a whole message.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,7 +200,7 @@ async fn read_request_head(
                 *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_read_timeout);
             d.saturating_duration_since(Instant::now())
         };
-        let fd = client.tls.tcp().as_raw_fd();
+        let fd = client.tls.raw_fd();
         if idle {
             ctx.idle_fds.borrow_mut().insert(fd);
         }
@@ -671,6 +670,7 @@ async fn proxy(
         upstreams.remember_session(&mut conn);
         if complete && upstream_reusable && conn.buffered.is_empty() {
             let key = conn.key.clone();
+            conn.io.arm_read();
             upstreams.pool.checkin(key, conn, Instant::now(), |reason| {
                 ctx.metrics.pool_eviction(reason)
             });

@@ -6,12 +6,22 @@
 //! A read hands our receive buffer to the kernel and BoringSSL decrypts from it; a write lets
 //! BoringSSL encrypt into the send buffer, which goes to the kernel in one call. The buffers
 //! are reused for the life of the connection, so the steady state allocates nothing.
+//!
+//! The socket is split into its read and write halves (monoio's `Splitable`), so that a
+//! read can be left in flight while the connection is idle (`arm_read`): the upstream pool
+//! arms one on every pooled connection, and that one read both tells when the backend closed
+//! an idle connection (it completes) and receives the next response (no extra operation).
 
+use std::future::Future;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use boring::ssl::{ErrorCode, Ssl, SslRef, SslStream};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 
 /// Receive buffer size: one maximum TLS record plus its header and overhead.
 const RECV_BUFFER: usize = 16 * 1024 + 512;
@@ -85,9 +95,23 @@ impl From<TlsError> for io::Error {
     }
 }
 
+/// A socket read left in flight: it owns the read half and the receive buffer, and gives
+/// both back when it completes.
+type ArmedRead =
+    Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, BufResult<usize, Vec<u8>>)>>>;
+
+/// The read half: ready for the next read, or with one read in flight (`arm_read`).
+enum Reader {
+    Ready(OwnedReadHalf<TcpStream>),
+    Armed(ArmedRead),
+}
+
 /// A TLS connection over a monoio TCP socket.
 pub struct TlsStream {
-    tcp: TcpStream,
+    /// `None` only for the moment a read is being armed or collected.
+    reader: Option<Reader>,
+    writer: OwnedWriteHalf<TcpStream>,
+    fd: RawFd,
     ssl: SslStream<MemoryTransport>,
     is_server: bool,
 }
@@ -103,8 +127,12 @@ impl TlsStream {
         };
         let ssl = SslStream::new(ssl, transport)
             .map_err(|e| TlsError::Io(io::Error::other(e.to_string())))?;
+        let fd = tcp.as_raw_fd();
+        let (reader, writer) = tcp.into_split();
         Ok(Self {
-            tcp,
+            reader: Some(Reader::Ready(reader)),
+            writer,
+            fd,
             ssl,
             is_server,
         })
@@ -162,7 +190,7 @@ impl TlsStream {
             return Ok(());
         }
         let buf = std::mem::take(&mut transport.outgoing);
-        let (result, mut buf) = self.tcp.write_all(buf).await;
+        let (result, mut buf) = self.writer.write_all(buf).await;
         buf.clear();
         self.ssl.get_mut().outgoing = buf;
         result.map(|_| ()).map_err(TlsError::Io)
@@ -181,8 +209,16 @@ impl TlsStream {
         if !transport.incoming.is_empty() {
             return Ok(());
         }
-        let buf = std::mem::take(&mut transport.incoming);
-        let (result, buf) = self.tcp.read(buf).await;
+        let (reader, (result, buf)) = match self.reader.take() {
+            Some(Reader::Armed(read)) => read.await,
+            Some(Reader::Ready(mut reader)) => {
+                let buf = std::mem::take(&mut transport.incoming);
+                let done = reader.read(buf).await;
+                (reader, done)
+            }
+            None => return Err(TlsError::Io(io::Error::other("TLS read side lost"))),
+        };
+        self.reader = Some(Reader::Ready(reader));
         let transport = self.ssl.get_mut();
         transport.incoming = buf;
         match result {
@@ -248,6 +284,53 @@ impl TlsStream {
         self.ssl.ssl().pending() > 0 || t.read_pos < t.incoming.len()
     }
 
+    /// Starts the next socket read now and leaves it in flight: for a connection that waits
+    /// idle for its next use. The next `read` (through `fill`) collects it, so arming costs
+    /// no extra operation. Does nothing when a read is already armed, when bytes are still
+    /// buffered (they are read first), or after the peer closed.
+    pub fn arm_read(&mut self) {
+        let transport = self.ssl.get_mut();
+        if transport.eof || transport.read_pos < transport.incoming.len() {
+            return;
+        }
+        let Some(Reader::Ready(mut reader)) = self.reader.take() else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut transport.incoming);
+        buf.clear();
+        transport.read_pos = 0;
+        self.reader = Some(Reader::Armed(Box::pin(async move {
+            let done = reader.read(buf).await;
+            (reader, done)
+        })));
+        // An async block runs nothing until polled: poll it once now so the read is really
+        // submitted (io_uring) or registered (epoll) while the connection is idle.
+        self.armed_read_completed();
+    }
+
+    /// For an armed connection: whether its read has completed (the peer sent something or
+    /// closed while the connection was idle). Polls the read once without waiting; a
+    /// completed read stays collected for the next `read`. `false` when nothing is armed.
+    pub fn armed_read_completed(&mut self) -> bool {
+        let Some(Reader::Armed(read)) = self.reader.as_mut() else {
+            return false;
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match read.as_mut().poll(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(done) => {
+                // Keep the result: `fill` hands it to BoringSSL like any other read.
+                self.reader = Some(Reader::Armed(Box::pin(std::future::ready(done))));
+                true
+            }
+        }
+    }
+
+    /// Whether a read is in flight (`arm_read`).
+    pub fn read_armed(&self) -> bool {
+        matches!(self.reader, Some(Reader::Armed(_)))
+    }
+
     pub fn ssl(&self) -> &SslRef {
         self.ssl.ssl()
     }
@@ -256,7 +339,8 @@ impl TlsStream {
         self.ssl.ssl_mut()
     }
 
-    pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+    /// The socket's descriptor (for poll(2) and shutdown(2); the stream keeps owning it).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd
     }
 }

@@ -70,17 +70,31 @@ impl UpstreamIo {
 
     fn fd(&self) -> i32 {
         match self {
-            UpstreamIo::Tls(tls) => tls.tcp().as_raw_fd(),
+            UpstreamIo::Tls(tls) => tls.raw_fd(),
             UpstreamIo::Plain { tcp, .. } => tcp.as_raw_fd(),
+        }
+    }
+
+    /// Leaves a read in flight while the connection waits in the pool (TLS only): its
+    /// completion is the liveness check of `is_stale`, and it then receives the next
+    /// response, so an idle connection costs no operation at checkout.
+    pub fn arm_read(&mut self) {
+        if let UpstreamIo::Tls(tls) = self {
+            tls.arm_read();
         }
     }
 
     /// True when the backend has closed the connection, sent something unasked (an alert),
     /// or the socket failed: such a connection must not carry a request.
-    pub fn is_stale(&self) -> bool {
+    pub fn is_stale(&mut self) -> bool {
         if let UpstreamIo::Tls(tls) = self {
             if tls.has_buffered_input() {
                 return true;
+            }
+            if tls.read_armed() {
+                // An idle connection has nothing to read: a completed read means the
+                // backend closed it (FIN), reset it, or sent something unasked.
+                return tls.armed_read_completed();
             }
         }
         // An idle connection has nothing to read: readable means the backend closed it (FIN),
