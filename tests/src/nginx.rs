@@ -46,7 +46,7 @@ http {{
         ssl_client_certificate {ca};
         location / {{
             default_type text/plain;
-            return 200 "$ssl_client_s_dn sni=$ssl_server_name\n";
+            return 200 "$ssl_client_s_dn reused=$ssl_session_reused id=$http_x_request_id sni=$ssl_server_name\n";
         }}
     }}
 }}
