@@ -699,6 +699,9 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         |r| r <= 1.0,
     );
     // Third-party clients (the targets of the TLS-connection issue).
+    let tool_opt = |name: &'static str, f: fn(&ToolMeasured) -> Option<f64>| {
+        move |r: &ServerResult| r.third_party.get(name).and_then(f)
+    };
     let tool = |name: &'static str, f: fn(&ToolMeasured) -> f64| {
         move |r: &ServerResult| r.third_party.get(name).map(f)
     };
@@ -717,11 +720,7 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
     peer_figure(
         "h2load keep-alive: mean latency ms",
         "(info)",
-        &|r: &ServerResult| {
-            r.third_party
-                .get("h2load-keepalive")
-                .and_then(|m| m.run.latency_mean_ms)
-        },
+        &tool_opt("h2load-keepalive", |m| m.run.latency_mean_ms),
         |_| true,
     );
     peer_figure(
@@ -739,11 +738,7 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
     peer_figure(
         "wrk Connection: close: p99 latency ms",
         "(info)",
-        &|r: &ServerResult| {
-            r.third_party
-                .get("wrk-newconn-resume")
-                .and_then(|m| m.run.latency_p99_ms)
-        },
+        &tool_opt("wrk-newconn-resume", |m| m.run.latency_p99_ms),
         |_| true,
     );
     peer_figure(

@@ -300,33 +300,23 @@ stall_threshold = "{stall}"
         r.text()
     }
 
-    /// `edgegw_worker_accepted_connections_total` per worker.
-    pub fn accepted(&self) -> Vec<f64> {
+    /// One counter with a `worker` label, per worker.
+    fn per_worker(&self, metric: &str) -> Vec<f64> {
         let m = self.metrics();
         (0..self.opts.workers)
-            .map(|w| {
-                crate::metrics::sum(
-                    &m,
-                    "edgegw_worker_accepted_connections_total",
-                    &[("worker", &w.to_string())],
-                )
-            })
+            .map(|w| crate::metrics::sum(&m, metric, &[("worker", &w.to_string())]))
             .collect()
+    }
+
+    /// `edgegw_worker_accepted_connections_total` per worker (counted by the workers: exact).
+    pub fn accepted(&self) -> Vec<f64> {
+        self.per_worker("edgegw_worker_accepted_connections_total")
     }
 
     /// `edgegw_steering_steered_total` per worker: the program's decisions (one per SYN it
     /// saw), read from its maps at scrape time.
     pub fn steered(&self) -> Vec<f64> {
-        let m = self.metrics();
-        (0..self.opts.workers)
-            .map(|w| {
-                crate::metrics::sum(
-                    &m,
-                    "edgegw_steering_steered_total",
-                    &[("worker", &w.to_string())],
-                )
-            })
-            .collect()
+        self.per_worker("edgegw_steering_steered_total")
     }
 
     /// Polls (up to 60 s: a loaded machine accepts late, but it accepts) until the workers

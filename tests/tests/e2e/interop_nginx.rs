@@ -3,8 +3,9 @@
 use e2e::nginx::Nginx;
 use e2e::*;
 
-#[test]
-fn nginx_backend_requires_client_certificate() {
+/// nginx requiring client certificates signed by (or being) client-1, and a gateway whose
+/// API `/ng` goes to it presenting client-1.
+fn nginx_behind_a_gateway() -> (Pki, Nginx, Gateway) {
     let pki = Pki::new();
     let ng = Nginx::start(
         &pki.path("server.pem"),
@@ -13,13 +14,9 @@ fn nginx_backend_requires_client_certificate() {
     );
     let gw = Gateway::start();
     let a = gw.admin();
+    let p12 = pki.p12("client-1", P12_PASSWORD, false);
     assert_eq!(
-        a.put_certificate(
-            "client-1",
-            &pki.p12("client-1", P12_PASSWORD, false),
-            P12_PASSWORD
-        )
-        .status,
+        a.put_certificate("client-1", &p12, P12_PASSWORD).status,
         201
     );
     assert_eq!(
@@ -28,6 +25,13 @@ fn nginx_backend_requires_client_certificate() {
         201
     );
     assert_eq!(a.put_api("ng", "/ng", "ng").status, 201);
+    (pki, ng, gw)
+}
+
+#[test]
+fn nginx_backend_requires_client_certificate() {
+    let (_pki, ng, gw) = nginx_behind_a_gateway();
+    let a = gw.admin();
 
     let r = gw.client().get("/ng/hello");
     assert_eq!(r.status, 200, "{} {}", r.status, r.text());
@@ -89,26 +93,8 @@ fn nginx_backend_requires_client_certificate() {
 /// upstream handshake in all, the other worker's first connection resumes.
 #[test]
 fn nginx_backend_resumes_sessions_shared_by_the_workers() {
-    let pki = Pki::new();
-    let ng = Nginx::start(
-        &pki.path("server.pem"),
-        &pki.path("server.key"),
-        &pki.path("client-1.pem"),
-    );
-    let gw = Gateway::start();
+    let (_pki, _ng, gw) = nginx_behind_a_gateway();
     assert_eq!(gw.opts.workers, 2);
-    let a = gw.admin();
-    let p12 = pki.p12("client-1", P12_PASSWORD, false);
-    assert_eq!(
-        a.put_certificate("client-1", &p12, P12_PASSWORD).status,
-        201
-    );
-    assert_eq!(
-        a.put_backend("ng", &ng.url(), false, false, Some("client-1"))
-            .status,
-        201
-    );
-    assert_eq!(a.put_api("ng", "/ng", "ng").status, 201);
     // New client connections until both workers have served one (the kernel hashes
     // connections over the workers: 64 tries leave a chance of 2^-63 of missing one).
     let mut seen = [false; 2];
