@@ -100,10 +100,12 @@ impl From<TlsError> for io::Error {
 type ArmedRead =
     Pin<Box<dyn Future<Output = (OwnedReadHalf<TcpStream>, BufResult<usize, Vec<u8>>)>>>;
 
-/// The read half: ready for the next read, or with one read in flight (`arm_read`).
+/// The read half: ready for the next read, with one read in flight (`arm_read`), or with
+/// that read completed but not yet handed to BoringSSL (`armed_read_completed`).
 enum Reader {
     Ready(OwnedReadHalf<TcpStream>),
     Armed(ArmedRead),
+    Completed(OwnedReadHalf<TcpStream>, BufResult<usize, Vec<u8>>),
 }
 
 /// A TLS connection over a monoio TCP socket.
@@ -211,6 +213,7 @@ impl TlsStream {
         }
         let (reader, (result, buf)) = match self.reader.take() {
             Some(Reader::Armed(read)) => read.await,
+            Some(Reader::Completed(reader, done)) => (reader, done),
             Some(Reader::Ready(mut reader)) => {
                 let buf = std::mem::take(&mut transport.incoming);
                 let done = reader.read(buf).await;
@@ -312,23 +315,25 @@ impl TlsStream {
     /// closed while the connection was idle). Polls the read once without waiting; a
     /// completed read stays collected for the next `read`. `false` when nothing is armed.
     pub fn armed_read_completed(&mut self) -> bool {
-        let Some(Reader::Armed(read)) = self.reader.as_mut() else {
-            return false;
+        let read = match self.reader.as_mut() {
+            Some(Reader::Armed(read)) => read,
+            Some(Reader::Completed(..)) => return true,
+            _ => return false,
         };
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match read.as_mut().poll(&mut cx) {
             Poll::Pending => false,
-            Poll::Ready(done) => {
+            Poll::Ready((reader, done)) => {
                 // Keep the result: `fill` hands it to BoringSSL like any other read.
-                self.reader = Some(Reader::Armed(Box::pin(std::future::ready(done))));
+                self.reader = Some(Reader::Completed(reader, done));
                 true
             }
         }
     }
 
-    /// Whether a read is in flight (`arm_read`).
+    /// Whether a read was armed (`arm_read`) and not yet collected by `read`.
     pub fn read_armed(&self) -> bool {
-        matches!(self.reader, Some(Reader::Armed(_)))
+        matches!(self.reader, Some(Reader::Armed(_) | Reader::Completed(..)))
     }
 
     pub fn ssl(&self) -> &SslRef {
