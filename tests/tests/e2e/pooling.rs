@@ -5,14 +5,20 @@ use std::collections::HashSet;
 use e2e::metrics::sum;
 use e2e::*;
 
-#[test]
-fn upstream_pooling_and_resumption_after_backend_restart() {
-    let mut f = Fixture::with(GatewayOpts::default(), |pki| BackendOpts {
+/// The standard fixture, with a backend whose session tickets survive its restarts (a
+/// ticket key file), so that upstream resumption across a restart can be observed.
+fn fixture_with_stable_backend_tickets() -> Fixture {
+    Fixture::with(GatewayOpts::default(), |pki| BackendOpts {
         cert: pki.path("server.pem"),
         key: pki.path("server.key"),
         client_ca: None,
         ticket_key: Some(pki.ticket_key("backend-ticket.key")),
-    });
+    })
+}
+
+#[test]
+fn upstream_pooling_and_resumption_after_backend_restart() {
+    let mut f = fixture_with_stable_backend_tickets();
     let hits_before = 0.0
         + sum(
             &f.gw.metrics(),
@@ -152,12 +158,7 @@ fn pool_key_includes_validation_flags_and_certificate() {
 /// `/metrics`: exactly one full upstream handshake in the whole test.
 #[test]
 fn upstream_sessions_are_shared_by_the_workers() {
-    let mut f = Fixture::with(GatewayOpts::default(), |pki| BackendOpts {
-        cert: pki.path("server.pem"),
-        key: pki.path("server.key"),
-        client_ca: None,
-        ticket_key: Some(pki.ticket_key("backend-ticket.key")),
-    });
+    let mut f = fixture_with_stable_backend_tickets();
     assert_eq!(f.gw.opts.workers, 2);
     let full = |m: &str| {
         sum(
