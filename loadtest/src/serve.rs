@@ -3,6 +3,7 @@
 //! bounded time so that a third-party client (wrk, h2load, `openssl s_time`) or a profiler
 //! (`perf record -p PID`, `strace -c -f -p PID`) can be pointed at it by hand.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Backend, Kind, Pki, Server};
@@ -53,9 +54,28 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .map(|m| format!("; metrics {}/metrics", m.url()))
             .unwrap_or_default(),
     );
+    stop_on_signals();
     let start = Instant::now();
-    while start.elapsed() < args.duration {
+    while start.elapsed() < args.duration && !STOP.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Dropping `server` and `backend` stops them (SIGTERM, then SIGKILL).
     Ok(())
+}
+
+/// Set by SIGTERM/SIGINT: `kill PID` stops the server and backend too instead of orphaning
+/// them.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn stop_on_signals() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe) and lives for the
+        // whole program.
+        unsafe { libc::signal(signal, handler) };
+    }
 }
