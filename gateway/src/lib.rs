@@ -4,6 +4,7 @@
 //! `upstream`, `tls`) meet only at the immutable snapshot; see docs/ARCHITECTURE.md.
 
 pub mod admin;
+pub mod buffer;
 pub mod config;
 pub mod dataplane;
 pub mod metrics;

@@ -8,23 +8,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use boring::ssl::SslContext;
 
-use crate::metrics;
 use crate::model::{Backend, Certificate, Resources, Thumbprint};
 use crate::tls::client;
-use crate::upstream::PoolKey;
-
-/// A client TLS context for one certificate (or none) and one pair of validation flags.
-pub struct UpstreamTls {
-    pub context: SslContext,
-    pub validate_name: bool,
-}
+use crate::upstream::{Endpoint, PoolKey, UpstreamTls};
 
 /// Where and how one API reaches its backend.
 pub struct Target {
     pub backend_id: Arc<str>,
-    pub host: Arc<str>,
     /// `Host` header value sent upstream.
     pub authority: Arc<str>,
     pub base_path: String,
@@ -34,11 +25,6 @@ pub struct Target {
     pub tls: Option<Arc<UpstreamTls>>,
     /// Id of the client certificate presented, or "none" (a metric label).
     pub certificate_id: Arc<str>,
-}
-
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub key: PoolKey,
 }
 
 pub struct Route {
@@ -98,8 +84,9 @@ impl Publisher {
         self.current.clone()
     }
 
-    /// Builds the next snapshot from `resources` and makes it current.
-    pub fn publish(&self, resources: &Resources) {
+    /// Builds the next snapshot from `resources`, makes it current and returns its
+    /// generation (for the caller to record).
+    pub fn publish(&self, resources: &Resources) -> u64 {
         let generation = self.current.load().generation + 1;
         // A poisoned lock only means an earlier publish panicked midway; the map is still a
         // valid cache.
@@ -132,12 +119,12 @@ impl Publisher {
         });
         self.current
             .store(Arc::new(Snapshot { generation, routes }));
-        metrics::record_config(generation, resources);
         tracing::info!(
             generation,
             apis = resources.apis.len(),
             "configuration published"
         );
+        generation
     }
 }
 
@@ -168,7 +155,6 @@ fn build_target(
     };
     let mut target = Target {
         backend_id: Arc::from(backend.id.as_str()),
-        host: host.clone(),
         authority: Arc::from(authority),
         base_path: url.base_path.clone(),
         endpoint: Err(String::new()),
@@ -211,6 +197,7 @@ fn build_target(
     }
     target.endpoint = resolve(&url.host, url.port).map(|addr| Endpoint {
         addr,
+        host: host.clone(),
         key: PoolKey {
             addr,
             sni: url
@@ -264,7 +251,6 @@ mod tests {
                 path: p.to_string(),
                 target: Arc::new(Target {
                     backend_id: Arc::from("b"),
-                    host: Arc::from("h"),
                     authority: Arc::from("h"),
                     base_path: String::new(),
                     endpoint: Err(String::new()),

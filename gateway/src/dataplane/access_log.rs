@@ -36,6 +36,8 @@ pub struct Entry<'a> {
     pub upstream_duration: Option<Duration>,
     pub upstream_reused: Option<bool>,
     pub upstream_resumed: Option<bool>,
+    /// What failed, when the answer is the gateway's own error (an `ErrorKind` label).
+    pub error: Option<&'static str>,
 }
 
 impl AccessLogger {
@@ -72,6 +74,7 @@ impl AccessLogger {
             "upstreamMs": entry.upstream_duration.map(millis),
             "upstreamReused": entry.upstream_reused,
             "upstreamResumed": entry.upstream_resumed,
+            "error": entry.error,
         });
         let mut pending = self.pending.borrow_mut();
         // Serialising a json! value into a Vec cannot fail.
@@ -127,6 +130,7 @@ mod tests {
                 upstream_duration: Some(Duration::from_millis(1)),
                 upstream_reused: Some(true),
                 upstream_resumed: None,
+                error: (status == 502).then_some("read_failed"),
             });
         }
         logger.flush();
@@ -141,6 +145,8 @@ mod tests {
         assert_eq!(lines[0]["durationMs"], 1.5);
         assert_eq!(lines[0]["upstreamReused"], true);
         assert_eq!(lines[0]["upstreamResumed"], serde_json::Value::Null);
+        assert_eq!(lines[0]["error"], serde_json::Value::Null);
+        assert_eq!(lines[1]["error"], "read_failed");
         std::fs::remove_file(path).ok();
     }
 

@@ -3,6 +3,7 @@
 //! session cache and metric handles. Workers share only the TLS acceptor and the snapshot.
 
 pub mod access_log;
+pub mod error;
 pub mod http;
 pub mod proxy;
 
@@ -320,6 +321,8 @@ async fn sweep_idle_upstreams(ctx: Rc<WorkerContext>) {
         ctx.upstreams
             .borrow_mut()
             .pool
-            .evict_expired(Instant::now(), |reason| ctx.metrics.pool_eviction(reason));
+            .evict_expired(Instant::now(), |reason| {
+                ctx.metrics.pool_eviction(reason.as_str())
+            });
     }
 }

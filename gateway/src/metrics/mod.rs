@@ -3,6 +3,9 @@
 //! Workers record through `WorkerMetrics`, which caches one handle per label set, so the hot
 //! path never touches the recorder's shared registry: an increment is one relaxed atomic add
 //! on a handle. The control plane records configuration metrics directly.
+//!
+//! A leaf: it takes label values as plain strings and numbers and imports nothing from the
+//! rest of the crate, so every layer can record without the layers knowing each other.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -10,9 +13,6 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::model::Resources;
-use crate::tls::client::TlsFailure;
 
 pub const REQUESTS_TOTAL: &str = "edgegw_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "edgegw_request_duration_seconds";
@@ -33,6 +33,7 @@ pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
     "edgegw_downstream_handshake_duration_seconds";
 pub const UPSTREAM_HANDSHAKE_DURATION_SECONDS: &str = "edgegw_upstream_handshake_duration_seconds";
 pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
+pub const PROXY_ERRORS_TOTAL: &str = "edgegw_proxy_errors_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
 pub const STEERING_STEERED_TOTAL: &str = "edgegw_steering_steered_total";
 pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
@@ -92,6 +93,10 @@ fn describe() {
     describe_counter!(
         UPSTREAM_RESUMPTION_MISSES_TOTAL,
         "New TLS connections to backends that did not resume, by reason: no_session (no worker had one for the pool key), expired (the offered session was past its lifetime), rejected (the backend did a full handshake)."
+    );
+    describe_counter!(
+        PROXY_ERRORS_TOTAL,
+        "Requests the gateway answered with an error of its own, by what failed (kind) and on which side (downstream, upstream, internal)."
     );
     describe_counter!(
         UPSTREAM_POOL_EVICTIONS_TOTAL,
@@ -178,14 +183,10 @@ pub fn record_steering_counters(per_worker: &[u64], rerouted: u64, fallback: u64
     metrics::counter!(STEERING_MIGRATED_TOTAL).absolute(migrated);
 }
 
-/// Called by the control plane whenever it publishes a snapshot.
-pub fn record_config(generation: u64, resources: &Resources) {
+/// Called by the control plane whenever it publishes a snapshot: its generation, and the
+/// expiry (Unix time) of every certificate it holds, by certificate id.
+pub fn record_config(generation: u64, expiries: Vec<(String, i64)>) {
     metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
-    let expiries = resources
-        .certificates
-        .values()
-        .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
-        .collect();
     *CERTIFICATE_EXPIRIES
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = expiries;
@@ -226,6 +227,13 @@ pub fn record_ticket_rotation() {
     metrics::counter!(TICKET_KEY_ROTATIONS_TOTAL).increment(1);
 }
 
+/// The labels of `edgegw_proxy_errors_total`: what failed and on which side.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyErrorLabels {
+    pub kind: &'static str,
+    pub side: &'static str,
+}
+
 /// Metric handles cached by label values (FxHash: these lookups run on every request).
 type Handles<K, H> = RefCell<rustc_hash::FxHashMap<K, H>>;
 
@@ -241,9 +249,10 @@ pub struct WorkerMetrics {
     upstream_handshakes: Handles<(Arc<str>, bool), (Counter, Histogram)>,
     upstream_open: Handles<(Arc<str>, Arc<str>), metrics::Gauge>,
     pool: Handles<(Arc<str>, bool), Counter>,
-    tls_errors: Handles<(Arc<str>, TlsFailure), Counter>,
+    tls_errors: Handles<(Arc<str>, &'static str), Counter>,
     resumption_misses: Handles<(Arc<str>, &'static str), Counter>,
     evictions: Handles<&'static str, Counter>,
+    proxy_errors: Handles<&'static str, Counter>,
 }
 
 fn bool_label(b: bool) -> &'static str {
@@ -274,6 +283,7 @@ impl WorkerMetrics {
             tls_errors: RefCell::default(),
             resumption_misses: RefCell::default(),
             evictions: RefCell::default(),
+            proxy_errors: RefCell::default(),
         }
     }
 
@@ -350,12 +360,13 @@ impl WorkerMetrics {
             .increment(1);
     }
 
-    pub fn upstream_tls_error(&self, backend: &Arc<str>, reason: TlsFailure) {
+    /// A failed upstream TLS connection; `reason` is the contract's `details[].reason`.
+    pub fn upstream_tls_error(&self, backend: &Arc<str>, reason: &'static str) {
         self.tls_errors
             .borrow_mut()
             .entry((backend.clone(), reason))
             .or_insert_with(|| {
-                metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason.as_str())
+                metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason)
             })
             .increment(1);
     }
@@ -371,8 +382,19 @@ impl WorkerMetrics {
             .increment(1);
     }
 
-    pub fn pool_eviction(&self, reason: crate::upstream::Eviction) {
-        let reason = reason.as_str();
+    /// A request answered with an error of the gateway's own (`kind` and `side` labels).
+    pub fn proxy_error(&self, error: ProxyErrorLabels) {
+        self.proxy_errors
+            .borrow_mut()
+            .entry(error.kind)
+            .or_insert_with(|| {
+                metrics::counter!(PROXY_ERRORS_TOTAL, "kind" => error.kind, "side" => error.side)
+            })
+            .increment(1);
+    }
+
+    /// An idle upstream connection dropped; `reason` is an `Eviction` label.
+    pub fn pool_eviction(&self, reason: &'static str) {
         self.evictions
             .borrow_mut()
             .entry(reason)

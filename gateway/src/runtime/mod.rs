@@ -116,7 +116,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         })?;
         let publish = {
             let publisher = publisher.clone();
-            Box::new(move |resources: &crate::model::Resources| publisher.publish(resources))
+            Box::new(move |resources: &crate::model::Resources| {
+                let generation = publisher.publish(resources);
+                let expiries = resources
+                    .certificates
+                    .values()
+                    .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
+                    .collect();
+                metrics::record_config(generation, expiries);
+            })
         };
         Ok(Arc::new(
             ControlPlane::open(store, master_key()?, publish)

@@ -3,6 +3,7 @@
 //! handshake to the contract's `BackendTlsError` reasons.
 
 use std::net::IpAddr;
+use std::os::raw::c_int;
 use std::sync::OnceLock;
 
 use boring::ssl::{
@@ -34,21 +35,29 @@ impl TlsFailure {
     }
 }
 
-/// Alerts a server sends when it does not accept the client certificate it got (or got none).
-const CLIENT_CERT_ALERTS: &[&str] = &[
-    "CERTIFICATE_REQUIRED",
-    "BAD_CERTIFICATE",
-    "UNKNOWN_CA",
-    "CERTIFICATE_UNKNOWN",
-    "CERTIFICATE_EXPIRED",
-    "CERTIFICATE_REVOKED",
-    "UNSUPPORTED_CERTIFICATE",
-    "ACCESS_DENIED",
+/// BoringSSL's reason codes (library `ERR_LIB_SSL`) for the alerts by which a server refuses
+/// the client certificate it got, or refuses to go on without one. Compared as numbers: the
+/// error's text is for people and may change between BoringSSL releases.
+const CLIENT_CERT_ALERTS: [c_int; 8] = [
+    boring_sys::SSL_R_TLSV1_ALERT_CERTIFICATE_REQUIRED,
+    boring_sys::SSL_R_SSLV3_ALERT_BAD_CERTIFICATE,
+    boring_sys::SSL_R_TLSV1_ALERT_UNKNOWN_CA,
+    boring_sys::SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN,
+    boring_sys::SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED,
+    boring_sys::SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED,
+    boring_sys::SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE,
+    boring_sys::SSL_R_TLSV1_ALERT_ACCESS_DENIED,
 ];
 
-/// True when an error text names an alert by which the backend refused our certificate.
-pub fn names_client_certificate_alert(text: &str) -> bool {
-    CLIENT_CERT_ALERTS.iter().any(|alert| text.contains(alert))
+/// True when BoringSSL reports an alert by which the backend refused our certificate. With
+/// TLS 1.3 that alert comes after the handshake, on the first read of the response.
+pub fn refuses_client_certificate(error: &boring::ssl::Error) -> bool {
+    let ssl_library = boring_sys::ERR_LIB_SSL.0 as c_int;
+    error.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|e| {
+            e.library_code() == ssl_library && CLIENT_CERT_ALERTS.contains(&e.reason_code())
+        })
+    })
 }
 
 /// Classifies a failed upstream TLS operation: first our own verdict on the backend's
@@ -65,13 +74,7 @@ pub fn classify_failure(ssl: &SslRef, error: &boring::ssl::Error) -> TlsFailure 
             _ => TlsFailure::UntrustedChain,
         };
     }
-    let rejected = error.ssl_error().is_some_and(|stack| {
-        stack
-            .errors()
-            .iter()
-            .any(|e| e.reason().is_some_and(names_client_certificate_alert))
-    });
-    if rejected {
+    if refuses_client_certificate(error) {
         TlsFailure::ClientCertificateRejected
     } else {
         TlsFailure::HandshakeFailed

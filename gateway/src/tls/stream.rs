@@ -23,6 +23,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
+use crate::buffer::{ByteSink, ByteSource};
+
 /// Receive buffer size: one maximum TLS record plus its header and overhead.
 const RECV_BUFFER: usize = 16 * 1024 + 512;
 
@@ -85,12 +87,21 @@ impl std::fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+impl TlsError {
+    /// The TLS error inside an `io::Error` made from one (see `From<TlsError>`).
+    pub fn of(e: &io::Error) -> Option<&TlsError> {
+        e.get_ref()?.downcast_ref::<TlsError>()
+    }
+}
+
 impl From<TlsError> for io::Error {
     fn from(e: TlsError) -> Self {
         match e {
             TlsError::Io(e) => e,
             TlsError::UnexpectedEof => io::ErrorKind::UnexpectedEof.into(),
-            TlsError::Ssl(e) => io::Error::other(e.to_string()),
+            // The error itself, not its text: a caller finds BoringSSL's reason codes again
+            // with `TlsError::of`.
+            e @ TlsError::Ssl(_) => io::Error::other(e),
         }
     }
 }
@@ -347,5 +358,17 @@ impl TlsStream {
     /// The socket's descriptor (for poll(2) and shutdown(2); the stream keeps owning it).
     pub fn raw_fd(&self) -> RawFd {
         self.fd
+    }
+}
+
+impl ByteSource for TlsStream {
+    async fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.read(buf).await?)
+    }
+}
+
+impl ByteSink for TlsStream {
+    async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        Ok(self.write_all(data).await?)
     }
 }

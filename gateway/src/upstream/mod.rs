@@ -10,12 +10,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use boring::ssl::SslSession;
+use boring::ssl::{SslContext, SslSession};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::buffer::{ByteSink, ByteSource, InBuffer};
 use crate::model::Thumbprint;
-use crate::snapshot::Target;
 use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::{TlsError, TlsStream};
 
@@ -111,12 +111,24 @@ impl UpstreamIo {
     }
 }
 
+impl ByteSource for UpstreamIo {
+    async fn read_some(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read(buf).await
+    }
+}
+
+impl ByteSink for UpstreamIo {
+    async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.write_all(data).await
+    }
+}
+
 /// One connection to a backend with its read buffer.
 pub struct UpstreamConn {
     pub io: UpstreamIo,
     pub key: PoolKey,
     /// Bytes read from the backend but not yet consumed (kept across requests).
-    pub buffered: crate::dataplane::http::InBuffer,
+    pub buffered: InBuffer,
     /// Whether the connection came from the pool (a failure before the request is sent may
     /// then be retried once on a fresh connection).
     pub reused: bool,
@@ -199,10 +211,9 @@ impl WorkerUpstreams {
         self.sessions.forget(key);
     }
 
-    /// The session to offer when connecting for `key` through `target` (cheap: sessions are
-    /// reference counted).
-    pub fn session_for(&self, key: &PoolKey, target: &Target) -> Option<SslSession> {
-        let tls = target.tls.as_ref()?;
+    /// The session to offer a new connection for `key` made with `tls` (cheap: sessions
+    /// are reference counted).
+    pub fn session_for(&self, key: &PoolKey, tls: &UpstreamTls) -> Option<SslSession> {
         self.sessions.get(key, &tls.context)
     }
 
@@ -211,18 +222,30 @@ impl WorkerUpstreams {
     }
 }
 
-/// Opens a new connection to the target's endpoint, offering `session` for resumption.
-/// A free function (not a method) so that no borrow of the worker's state is held while it
-/// awaits: other connections of the worker run meanwhile.
+/// Where one backend is reached: its resolved address, the host name it is known by (SNI
+/// and name checks) and the key of its pooled connections.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub host: Arc<str>,
+    pub key: PoolKey,
+}
+
+/// A client TLS context for one credential (or none) and one pair of validation flags,
+/// shared by every backend that uses the same pair.
+pub struct UpstreamTls {
+    pub context: SslContext,
+    pub validate_name: bool,
+}
+
+/// Opens a new connection to `endpoint` (TLS when `tls` is given), offering `session` for
+/// resumption. A free function (not a method) so that no borrow of the worker's state is
+/// held while it awaits: other connections of the worker run meanwhile.
 pub async fn connect(
-    target: &Target,
+    endpoint: &Endpoint,
+    tls: Option<&UpstreamTls>,
     session: Option<SslSession>,
     connect_timeout: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
-    let endpoint = target
-        .endpoint
-        .as_ref()
-        .map_err(|e| ConnectError::Unreachable(e.clone()))?;
     let connect = TcpStream::connect_addr(endpoint.addr);
     let tcp = match monoio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Err(ConnectError::Timeout),
@@ -236,7 +259,7 @@ pub async fn connect(
     };
     let _ = tcp.set_nodelay(true);
     let key = endpoint.key.clone();
-    let Some(tls) = &target.tls else {
+    let Some(tls) = tls else {
         let io = UpstreamIo::Plain {
             tcp,
             scratch: Vec::new(),
@@ -245,7 +268,7 @@ pub async fn connect(
     };
     let ssl = client::new_connection(
         &tls.context,
-        &target.host,
+        &endpoint.host,
         tls.validate_name,
         session.as_ref(),
     )
@@ -273,7 +296,7 @@ fn new_conn(io: UpstreamIo, key: PoolKey, resumed: Option<bool>) -> UpstreamConn
     UpstreamConn {
         io,
         key,
-        buffered: crate::dataplane::http::InBuffer::new(),
+        buffered: InBuffer::new(),
         reused: false,
         resumed,
         open: None,

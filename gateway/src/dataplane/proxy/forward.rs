@@ -1,0 +1,174 @@
+//! Stage 3: get a connection to the backend (a pooled one for the same key, else a new one
+//! that resumes a shared session) and send it the request head and body.
+
+use std::time::Instant;
+
+use super::body::{forward_body, BodyError};
+use super::{Downstream, Request};
+use crate::dataplane::error::{ErrorKind, ProxyError};
+use crate::dataplane::http::Framing;
+use crate::dataplane::WorkerContext;
+use crate::snapshot::Target;
+use crate::tls::client::TlsFailure;
+use crate::upstream::{self, ConnectError, UpstreamConn};
+
+/// A request the backend has whole: the connection it went on, and when its head left.
+pub(super) struct Sent {
+    pub(super) conn: UpstreamConn,
+    pub(super) at: Instant,
+}
+
+/// Sends the request (`upstream_head`, then the body from the client) to the target's
+/// backend. A pooled connection the backend closed fails on the first write; nothing has
+/// been sent then, so one retry on a fresh connection is safe.
+pub(super) async fn send(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    req: &Request<'_>,
+    target: &Target,
+    upstream_head: &[u8],
+) -> Result<Sent, ProxyError> {
+    let body_pending = req.checked.framing != Framing::Empty;
+    // With the request body still unread, an error leaves the client connection unusable.
+    let unless_body_read = |e: ProxyError| if body_pending { e.closing() } else { e };
+    let send_failed = |e: std::io::Error| {
+        let why = format!("Sending to backend {} failed: {e}", target.backend_id);
+        ProxyError::new(ErrorKind::HeadSendFailed, why).closing()
+    };
+    let mut conn = connection(ctx, target, false)
+        .await
+        .map_err(unless_body_read)?;
+    let at = Instant::now();
+    if let Err(e) = conn.io.write_all(upstream_head).await {
+        if !(conn.reused && ErrorKind::HeadSendFailed.retry_safe()) {
+            return Err(send_failed(e));
+        }
+        conn = connection(ctx, target, true)
+            .await
+            .map_err(unless_body_read)?;
+        conn.io
+            .write_all(upstream_head)
+            .await
+            .map_err(send_failed)?;
+    }
+    if body_pending {
+        let timeout = ctx.limits.header_read_timeout;
+        let framing = req.checked.framing;
+        forward_body(
+            &mut client.buf,
+            &mut client.tls,
+            &mut conn.io,
+            framing,
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            BodyError::Source(why) => ProxyError::new(
+                ErrorKind::RequestBodyFailed,
+                format!("Reading the request body failed: {why}"),
+            ),
+            BodyError::Sink(why) => ProxyError::new(
+                ErrorKind::BodySendFailed,
+                format!(
+                    "Sending the request body to backend {} failed: {why}",
+                    target.backend_id
+                ),
+            ),
+        })
+        .map_err(ProxyError::closing)?;
+    }
+    Ok(Sent { conn, at })
+}
+
+/// A connection for the target: a pooled one for the same key (unless `fresh_only`), else a
+/// new one, offered the newest session any worker has for the key.
+async fn connection(
+    ctx: &WorkerContext,
+    target: &Target,
+    fresh_only: bool,
+) -> Result<UpstreamConn, ProxyError> {
+    let endpoint = target.endpoint.as_ref().map_err(|e| {
+        ProxyError::new(
+            ErrorKind::BackendUnusable,
+            format!("Backend {} cannot be reached: {e}", target.backend_id),
+        )
+    })?;
+    if !fresh_only {
+        let pooled = ctx
+            .upstreams
+            .borrow_mut()
+            .checkout(&endpoint.key, |reason| {
+                ctx.metrics.pool_eviction(reason.as_str());
+            });
+        ctx.metrics
+            .pool_lookup(&target.backend_id, pooled.is_some());
+        if let Some(conn) = pooled {
+            return Ok(conn);
+        }
+    }
+    let tls = target.tls.as_deref();
+    let (session, timeout) = {
+        let upstreams = ctx.upstreams.borrow();
+        let session = tls.and_then(|tls| upstreams.session_for(&endpoint.key, tls));
+        (session, upstreams.connect_timeout())
+    };
+    let started = Instant::now();
+    let offered = session.clone();
+    match upstream::connect(endpoint, tls, session, timeout).await {
+        Ok(mut conn) => {
+            if let Some(resumed) = conn.resumed {
+                ctx.metrics
+                    .upstream_handshake(&target.backend_id, resumed, started.elapsed());
+                if !resumed {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let why = upstream::ResumeMiss::of(offered.as_ref(), now);
+                    ctx.metrics
+                        .upstream_resumption_miss(&target.backend_id, why.as_str());
+                }
+            }
+            let open = ctx
+                .metrics
+                .upstream_open(&target.backend_id, &target.certificate_id);
+            open.increment(1.0);
+            conn.open = Some(upstream::OpenConnection(open));
+            Ok(conn)
+        }
+        Err(ConnectError::Timeout) => Err(ProxyError::new(
+            ErrorKind::ConnectTimeout,
+            format!(
+                "Backend {} did not accept a connection in time.",
+                target.backend_id
+            ),
+        )),
+        Err(ConnectError::Unreachable(why)) => Err(ProxyError::new(
+            ErrorKind::BackendUnreachable,
+            format!("Backend {} cannot be reached: {why}", target.backend_id),
+        )),
+        Err(ConnectError::Tls(reason, why)) => {
+            ctx.upstreams.borrow_mut().forget_session(&endpoint.key);
+            Err(tls_error(ctx, target, reason, &why))
+        }
+    }
+}
+
+/// A failed TLS connection to the backend: counted and logged by reason, answered 500.
+pub(super) fn tls_error(
+    ctx: &WorkerContext,
+    target: &Target,
+    reason: TlsFailure,
+    why: &str,
+) -> ProxyError {
+    ctx.metrics
+        .upstream_tls_error(&target.backend_id, reason.as_str());
+    tracing::warn!(backend = %target.backend_id, reason = reason.as_str(), error = why, "backend TLS failed");
+    ProxyError::new(
+        ErrorKind::BackendTls(reason),
+        format!(
+            "The TLS connection to backend {} failed: {}.",
+            target.backend_id,
+            reason.as_str()
+        ),
+    )
+}
