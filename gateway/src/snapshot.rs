@@ -56,10 +56,44 @@ impl Snapshot {
 
 /// Builds snapshots from resources and publishes them. Keeps TLS contexts alive across
 /// snapshots while their certificate and flags are unchanged, so pooled connections and
-/// cached sessions stay valid for unrelated changes.
+/// cached sessions stay valid for unrelated changes, and backend addresses in a cache
+/// refreshed in the background.
 pub struct Publisher {
     current: Arc<ArcSwap<Snapshot>>,
     contexts: Mutex<HashMap<ContextKey, Arc<UpstreamTls>>>,
+    resolver: Resolver,
+}
+
+/// How often backend names are resolved again in the background. getaddrinfo(3), which
+/// honours /etc/hosts and nsswitch as every other program here does, reports no TTL, so
+/// the refresh period stands in for it.
+pub const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Backend addresses by (host, port): resolved once and reused by every publish, so a write
+/// that does not touch a backend does not wait on its DNS; [`Publisher::refresh_dns`]
+/// resolves them again in the background. Failures are not cached: the next publish tries
+/// again.
+#[derive(Default)]
+struct Resolver {
+    cache: Mutex<HashMap<(String, u16), SocketAddr>>,
+}
+
+impl Resolver {
+    fn lookup(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
+        let key = (host.to_owned(), port);
+        if let Some(addr) = self.lock().get(&key) {
+            return Ok(*addr);
+        }
+        // Resolved without the lock held: a slow answer delays only this publish.
+        let addr = resolve(host, port)?;
+        self.lock().insert(key, addr);
+        Ok(addr)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), SocketAddr>> {
+        // A poisoned lock only means a panic midway through an insert: the map is valid.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Identity of a TLS context: the certificate object itself (a re-upload is a new object)
@@ -76,6 +110,7 @@ impl Publisher {
         Self {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             contexts: Mutex::default(),
+            resolver: Resolver::default(),
         }
     }
 
@@ -102,7 +137,7 @@ impl Publisher {
             let certificate = resources
                 .effective_credential(api)
                 .and_then(|r| resources.find_certificate(r));
-            let target = build_target(backend, certificate, &mut cache, &mut used);
+            let target = build_target(backend, certificate, &self.resolver, &mut cache, &mut used);
             routes.push(Route {
                 api_id: Arc::from(api.id.as_str()),
                 path: api.path.clone(),
@@ -128,6 +163,32 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Resolves the names of every backend in `resources` again (call off the async
+    /// thread); true when an address changed, so the caller publishes again. Names no
+    /// longer used leave the cache.
+    pub fn refresh_dns(&self, resources: &Resources) -> bool {
+        let names: std::collections::BTreeSet<(String, u16)> = resources
+            .backends
+            .values()
+            .map(|b| (b.url.host.clone(), b.url.port))
+            .collect();
+        let mut fresh = HashMap::new();
+        for (host, port) in names {
+            match resolve(&host, port) {
+                Ok(addr) => {
+                    fresh.insert((host, port), addr);
+                }
+                Err(e) => tracing::warn!(host = %host, error = %e, "backend name does not resolve"),
+            }
+        }
+        let mut cache = self.resolver.lock();
+        let changed = fresh.iter().any(|(k, addr)| cache.get(k) != Some(addr));
+        *cache = fresh;
+        changed
+    }
+}
+
 impl Default for Publisher {
     fn default() -> Self {
         Self::new()
@@ -137,6 +198,7 @@ impl Default for Publisher {
 fn build_target(
     backend: &Backend,
     certificate: Option<&Arc<Certificate>>,
+    resolver: &Resolver,
     cache: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
     used: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
 ) -> Target {
@@ -195,7 +257,7 @@ fn build_target(
             }
         }
     }
-    target.endpoint = resolve(&url.host, url.port).map(|addr| Endpoint {
+    target.endpoint = resolver.lookup(&url.host, url.port).map(|addr| Endpoint {
         addr,
         host: host.clone(),
         key: PoolKey {
@@ -216,7 +278,8 @@ fn build_target(
     target
 }
 
-/// Resolves once, on the control plane, so no worker ever blocks on DNS.
+/// Resolves on the control plane (a writer's blocking thread or the refresh thread), so no
+/// worker and no async thread ever blocks on DNS.
 fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     (host, port)
         .to_socket_addrs()

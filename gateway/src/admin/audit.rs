@@ -185,9 +185,9 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
+    use crate::admin::rest::ApiBody;
+    use crate::admin::rest::BackendBody;
     use crate::admin::ControlPlane;
-    use crate::model::api::ApiBody;
-    use crate::model::backend::BackendBody;
     use crate::model::certificate::tests::{Fixtures, TempDir};
     use crate::store::embedded::{EmbeddedStore, FILE_NAME};
     use crate::store::{Kind, MasterKey, Store, StoreError};

@@ -15,78 +15,17 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
+use super::rest::{ApiBody, BackendBody, CertificateBody, CertificateResource};
 use super::{AdminError, ControlPlane, Written};
-use crate::model::api::ApiBody;
-use crate::model::backend::BackendBody;
-use crate::model::{format_rfc3339, CertificateInfo, ResourceId};
+use crate::model::ResourceId;
 
 /// The largest request body accepted (1 MiB); larger ones get 413 `PayloadTooLarge`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 type Control = State<Arc<ControlPlane>>;
-
-/// The body of `PUT /certificates/{id}`. `Debug` leaves out both fields.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateBody {
-    /// Base64 of the PKCS#12 file.
-    pub data: String,
-    /// The PKCS#12 password (may be empty). Never stored or logged.
-    pub password: String,
-}
-
-impl std::fmt::Debug for CertificateBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateBody")
-            .field(
-                "data",
-                &format_args!("<{} base64 characters>", self.data.len()),
-            )
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
-/// The certificate resource of the REST API.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct CertificateResource {
-    /// The certificate id.
-    pub id: String,
-    /// `CN=..., O=...`.
-    pub subject: String,
-    /// `CN=..., O=...`.
-    pub issuer: String,
-    /// SHA-1 of the leaf DER, 40 uppercase hex characters.
-    pub thumbprint: String,
-    /// RFC 3339 UTC.
-    pub not_before: String,
-    /// RFC 3339 UTC (the leaf's notAfter).
-    pub expiration_date: String,
-    /// Subject equals issuer and the signature verifies with its own key.
-    pub self_signed: bool,
-    /// e.g. `RSA-2048`, `EC-P256`.
-    pub key_algorithm: String,
-}
-
-impl CertificateResource {
-    /// The resource for a certificate.
-    pub fn new(id: &ResourceId, info: &CertificateInfo) -> Self {
-        Self {
-            id: id.to_string(),
-            subject: info.subject.clone(),
-            issuer: info.issuer.clone(),
-            thumbprint: info.thumbprint.to_string(),
-            not_before: format_rfc3339(info.not_before),
-            expiration_date: format_rfc3339(info.not_after),
-            self_signed: info.self_signed,
-            key_algorithm: info.key_algorithm.clone(),
-        }
-    }
-}
 
 /// The management API: every route of contract §3 behind the bearer `token`.
 pub fn router(control: Arc<ControlPlane>, token: String) -> Router {
@@ -260,6 +199,18 @@ fn xml(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
+/// Runs one write on a blocking thread: it fsyncs the audit log and the store and may
+/// resolve a backend's name, and none of that may stall the async thread that also serves
+/// reads, `/metrics` and signals.
+async fn write<T: Send + 'static>(
+    control: Arc<ControlPlane>,
+    f: impl FnOnce(&ControlPlane) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(move || f(&control))
+        .await
+        .map_err(|e| AdminError::internal(format!("the write task ended abnormally: {e}")))?
+}
+
 // ---- certificates ----
 
 async fn list_certificates(State(c): Control) -> Json<serde_json::Value> {
@@ -297,7 +248,11 @@ async fn put_certificate(
     let der = BASE64
         .decode(&compact)
         .map_err(|_| AdminError::invalid_request("The field data is not valid base64."))?;
-    let (status, info) = c.put_certificate(id.clone(), &der, &body.password)?;
+    let password = body.password;
+    let (status, info) = {
+        let id = id.clone();
+        write(c, move |c| c.put_certificate(id, &der, &password)).await?
+    };
     Ok(written(status, CertificateResource::new(&id, &info)))
 }
 
@@ -306,7 +261,7 @@ async fn delete_certificate(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    c.delete_certificate(&id)?;
+    write(c, move |c| c.delete_certificate(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,7 +289,7 @@ async fn put_backend(
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
     let body: BackendBody = json_body(body)?;
-    let (status, resource) = c.put_backend(id, &body)?;
+    let (status, resource) = write(c, move |c| c.put_backend(id, &body)).await?;
     Ok(written(status, resource))
 }
 
@@ -343,7 +298,7 @@ async fn delete_backend(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    c.delete_backend(&id)?;
+    write(c, move |c| c.delete_backend(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -371,7 +326,7 @@ async fn put_api(
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
     let body: ApiBody = json_body(body)?;
-    let (status, resource) = c.put_api(id, &body)?;
+    let (status, resource) = write(c, move |c| c.put_api(id, &body)).await?;
     Ok(written(status, resource))
 }
 
@@ -380,7 +335,7 @@ async fn delete_api(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    c.delete_api(&id)?;
+    write(c, move |c| c.delete_api(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,12 +363,17 @@ async fn put_policy(
             ),
         )
     })?;
-    let status = c.put_policy(&id, text)?;
+    let text = text.to_owned();
+    let (status, stored) = write(c, move |c| {
+        let status = c.put_policy(&id, &text)?;
+        Ok((status, c.policy(&id)?))
+    })
+    .await?;
     let code = match status {
         Written::Created => StatusCode::CREATED,
         Written::Replaced => StatusCode::OK,
     };
-    Ok(xml(code, c.policy(&id)?))
+    Ok(xml(code, stored))
 }
 
 async fn delete_policy(
@@ -421,6 +381,6 @@ async fn delete_policy(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    c.delete_policy(&id)?;
+    write(c, move |c| c.delete_policy(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

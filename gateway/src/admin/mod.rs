@@ -5,15 +5,22 @@
 //! rules, publish after every change), the admin token ([`resolve_token`]) and, in
 //! [`http`], the axum router. Every write runs: validate → append the [`audit`] line
 //! (fsynced; if it fails the change is refused) → write to the store (durable) → count it in
-//! `edgegw_admin_changes_total` → update memory → `publish(&resources)` → respond. Writes
-//! are serialized by one mutex; a failed store write leaves memory unchanged.
+//! `edgegw_admin_changes_total` → make the next resources → `publish(&resources)` → swap them
+//! in → respond. Writes are serialized by one mutex and run on a blocking thread (the
+//! handlers of [`http`] hand them to `spawn_blocking`: fsync, DNS and TLS context building
+//! never stall the async thread that also serves `/metrics` and signals). Reads take no
+//! lock: they load the immutable current [`Resources`], swapped in whole by each write. A
+//! failed store write leaves memory unchanged.
 
 pub mod audit;
 pub mod error;
 pub mod http;
+pub mod rest;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 
 use serde_json::json;
 use tracing::{error, info, warn};
@@ -22,14 +29,13 @@ pub use audit::{AuditKind, AuditLog, AuditRecord, Operation};
 pub use error::AdminError;
 pub use http::router;
 
-use crate::model::api::{api_resource, parse_api, stored_api, ApiBody, ApiResource, StoredApi};
-use crate::model::backend::{
-    backend_body, backend_resource, parse_backend, BackendBody, BackendResource,
-};
-use crate::model::certificate::{parse_pkcs12, StoredCertificate};
+use crate::model::certificate::parse_pkcs12;
 use crate::model::policy::{parse_policy, EMPTY_POLICY};
-use crate::model::{Api, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint};
-use crate::store::{read_or_create_secret, Kind, MasterKey, Store, StoreError};
+use crate::model::{
+    Api, Backend, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint,
+};
+use crate::store::{read_or_create_secret, records, Kind, MasterKey, Store, StoreError};
+use rest::{ApiBody, ApiResource, BackendBody, BackendResource};
 
 /// Called with the complete resources after loading and after every change; builds and
 /// swaps in the data plane's next snapshot.
@@ -44,10 +50,10 @@ pub enum Written {
     Replaced,
 }
 
+/// What only a writer touches (behind the write mutex).
 struct State {
     store: Box<dyn Store>,
     master_key: MasterKey,
-    resources: Resources,
     publish: Publish,
     /// `data_dir/audit.log`; `None` only where no data dir exists (unit tests).
     audit: Option<AuditLog>,
@@ -93,7 +99,10 @@ impl State {
 
 /// The control plane: resources in memory, their durable store, and the publish hook.
 pub struct ControlPlane {
+    /// Held by one writer at a time, on a blocking thread.
     state: Mutex<State>,
+    /// What reads see: replaced whole by each committed write, never changed in place.
+    current: ArcSwap<Resources>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -126,10 +135,6 @@ pub fn resolve_token(
     })
 }
 
-fn corrupt(kind: Kind, id: &str, why: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{kind} {id:?}: {why}"))
-}
-
 impl ControlPlane {
     /// Loads every record from the store (a record that fails to decode is an error naming
     /// it, never silently dropped), then calls `publish` once.
@@ -138,43 +143,7 @@ impl ControlPlane {
         master_key: MasterKey,
         publish: Publish,
     ) -> Result<Self, StoreError> {
-        let mut resources = Resources::default();
-        for (kind, raw_id, record) in store.load_all()? {
-            let id =
-                ResourceId::parse(&raw_id).map_err(|_| corrupt(kind, &raw_id, "invalid id"))?;
-            match kind {
-                Kind::Certificate => {
-                    let stored: StoredCertificate =
-                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
-                    let cert = stored.open(id.clone(), &master_key)?;
-                    resources.certificates.insert(id, Arc::new(cert));
-                }
-                Kind::Backend => {
-                    let body: BackendBody =
-                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
-                    let backend =
-                        parse_backend(id.clone(), &body).map_err(|e| corrupt(kind, &raw_id, e))?;
-                    resources.backends.insert(id, backend);
-                }
-                Kind::Api => {
-                    let stored: StoredApi =
-                        serde_json::from_slice(&record).map_err(|e| corrupt(kind, &raw_id, e))?;
-                    let mut api = parse_api(
-                        id.clone(),
-                        &ApiBody {
-                            path: stored.path,
-                            backend_id: stored.backend_id,
-                        },
-                    )
-                    .map_err(|e| corrupt(kind, &raw_id, e))?;
-                    if let Some(xml) = stored.policy {
-                        api.policy =
-                            Some(parse_policy(&xml).map_err(|e| corrupt(kind, &raw_id, e))?);
-                    }
-                    resources.apis.insert(id, api);
-                }
-            }
-        }
+        let resources = records::load(&*store, &master_key)?;
         warn_dangling(&resources);
         info!(
             certificates = resources.certificates.len(),
@@ -187,10 +156,10 @@ impl ControlPlane {
             state: Mutex::new(State {
                 store,
                 master_key,
-                resources,
                 publish,
                 audit: None,
             }),
+            current: ArcSwap::from_pointee(resources),
         })
     }
 
@@ -204,16 +173,34 @@ impl ControlPlane {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave memory half-changed: every write
-        // builds its new value first and changes memory in one insert/remove after the
-        // store write, so the state behind a poisoned lock is still consistent.
+        // builds the next resources first and swaps them in whole after the store write,
+        // so the state behind a poisoned lock is still consistent.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` on the current resources (for reads).
+    /// Runs `f` on the current resources (for reads; no lock is taken).
     pub fn with_resources<R>(&self, f: impl FnOnce(&Resources) -> R) -> R {
-        f(&self.lock().resources)
+        f(&self.current.load())
+    }
+
+    /// The current resources (an immutable copy that later writes do not change).
+    pub fn resources(&self) -> Arc<Resources> {
+        self.current.load_full()
+    }
+
+    /// The one commit step of a write (under the write lock): publishes `next` to the data
+    /// plane and makes it what reads see.
+    fn commit(&self, state: &State, next: Resources) {
+        (state.publish)(&next);
+        self.current.store(Arc::new(next));
+    }
+
+    /// Publishes the current resources again (after a backend's address changed in DNS).
+    pub fn republish(&self) {
+        let state = self.lock();
+        (state.publish)(&self.current.load());
     }
 
     /// The public description of a certificate.
@@ -233,22 +220,22 @@ impl ControlPlane {
 
     /// A backend's resource.
     pub fn backend(&self, id: &ResourceId) -> Option<BackendResource> {
-        self.with_resources(|r| r.backends.get(id).map(backend_resource))
+        self.with_resources(|r| r.backends.get(id).map(BackendResource::from))
     }
 
     /// Every backend, sorted by id.
     pub fn backends(&self) -> Vec<BackendResource> {
-        self.with_resources(|r| r.backends.values().map(backend_resource).collect())
+        self.with_resources(|r| r.backends.values().map(BackendResource::from).collect())
     }
 
     /// An API's resource.
     pub fn api(&self, id: &ResourceId) -> Option<ApiResource> {
-        self.with_resources(|r| r.apis.get(id).map(api_resource))
+        self.with_resources(|r| r.apis.get(id).map(ApiResource::from))
     }
 
     /// Every API, sorted by id.
     pub fn apis(&self) -> Vec<ApiResource> {
-        self.with_resources(|r| r.apis.values().map(api_resource).collect())
+        self.with_resources(|r| r.apis.values().map(ApiResource::from).collect())
     }
 
     /// An API's policy XML as stored, or [`EMPTY_POLICY`] when it has none.
@@ -275,11 +262,12 @@ impl ControlPlane {
         let cert = parse_pkcs12(id.clone(), pkcs12, password)?;
         let mut state = self.lock();
         let state = &mut *state;
-        let written = match state.resources.certificates.get(&id) {
+        let resources = self.current.load();
+        let written = match resources.certificates.get(&id) {
             Some(old) => {
                 if old.info.thumbprint != cert.info.thumbprint {
                     let dependents =
-                        certificate_dependents(&state.resources, &id, old.info.thumbprint, true);
+                        certificate_dependents(&resources, &id, old.info.thumbprint, true);
                     if !dependents.is_empty() {
                         return Err(AdminError::conflict(
                             "CertificateInUse",
@@ -295,8 +283,7 @@ impl ControlPlane {
             }
             None => Written::Created,
         };
-        let record = StoredCertificate::seal(&cert, &state.master_key)?;
-        let record = serde_json::to_vec(&record).map_err(AdminError::internal)?;
+        let record = records::encode_certificate(&cert, &state.master_key)?;
         let audit = AuditRecord {
             operation: Operation::Put,
             kind: AuditKind::Certificate,
@@ -306,11 +293,9 @@ impl ControlPlane {
         };
         state.durable(&audit, |s| s.put(Kind::Certificate, id.as_str(), &record))?;
         let info = cert.info.clone();
-        state
-            .resources
-            .certificates
-            .insert(id.clone(), Arc::new(cert));
-        (state.publish)(&state.resources);
+        let mut next = Resources::clone(&resources);
+        next.certificates.insert(id.clone(), Arc::new(cert));
+        self.commit(state, next);
         info!(
             kind = "certificate",
             id = %id,
@@ -326,11 +311,12 @@ impl ControlPlane {
     pub fn delete_certificate(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(cert) = state.resources.certificates.get(id) else {
+        let resources = self.current.load();
+        let Some(cert) = resources.certificates.get(id) else {
             return Err(AdminError::not_found("certificate", id));
         };
         let thumbprint = cert.info.thumbprint;
-        let dependents = certificate_dependents(&state.resources, id, thumbprint, false);
+        let dependents = certificate_dependents(&resources, id, thumbprint, false);
         if !dependents.is_empty() {
             return Err(AdminError::conflict(
                 "CertificateInUse",
@@ -348,8 +334,9 @@ impl ControlPlane {
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Certificate, id.as_str()))?;
-        state.resources.certificates.remove(id);
-        (state.publish)(&state.resources);
+        let mut next = Resources::clone(&resources);
+        next.certificates.remove(id);
+        self.commit(state, next);
         info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
         Ok(())
     }
@@ -360,19 +347,20 @@ impl ControlPlane {
         id: ResourceId,
         body: &BackendBody,
     ) -> Result<(Written, BackendResource), AdminError> {
-        let backend = parse_backend(id.clone(), body)?;
+        let backend = Backend::try_from((id.clone(), body))?;
         let mut state = self.lock();
         let state = &mut *state;
+        let resources = self.current.load();
         let thumbprint = match &backend.credential {
-            Some(r) => Some(resolve_certificate(&state.resources, r)?),
+            Some(r) => Some(resolve_certificate(&resources, r)?),
             None => None,
         };
-        let written = if state.resources.backends.contains_key(&id) {
+        let written = if resources.backends.contains_key(&id) {
             Written::Replaced
         } else {
             Written::Created
         };
-        let record = serde_json::to_vec(&backend_body(&backend)).map_err(AdminError::internal)?;
+        let record = records::encode_backend(&backend)?;
         let audit = AuditRecord {
             operation: Operation::Put,
             kind: AuditKind::Backend,
@@ -381,9 +369,10 @@ impl ControlPlane {
             created: Some(written == Written::Created),
         };
         state.durable(&audit, |s| s.put(Kind::Backend, id.as_str(), &record))?;
-        let resource = backend_resource(&backend);
-        state.resources.backends.insert(id.clone(), backend);
-        (state.publish)(&state.resources);
+        let resource = BackendResource::from(&backend);
+        let mut next = Resources::clone(&resources);
+        next.backends.insert(id.clone(), backend);
+        self.commit(state, next);
         info!(
             kind = "backend",
             id = %id,
@@ -399,16 +388,16 @@ impl ControlPlane {
     pub fn delete_backend(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(backend) = state.resources.backends.get(id) else {
+        let resources = self.current.load();
+        let Some(backend) = resources.backends.get(id) else {
             return Err(AdminError::not_found("backend", id));
         };
         let thumbprint = backend
             .credential
             .as_ref()
-            .and_then(|r| state.resources.find_certificate(r))
+            .and_then(|r| resources.find_certificate(r))
             .map(|c| c.info.thumbprint);
-        let dependents: Vec<serde_json::Value> = state
-            .resources
+        let dependents: Vec<serde_json::Value> = resources
             .apis
             .values()
             .filter(|a| &a.backend_id == id)
@@ -429,8 +418,9 @@ impl ControlPlane {
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Backend, id.as_str()))?;
-        state.resources.backends.remove(id);
-        (state.publish)(&state.resources);
+        let mut next = Resources::clone(&resources);
+        next.backends.remove(id);
+        self.commit(state, next);
         info!(kind = "backend", id = %id, "backend deleted");
         Ok(())
     }
@@ -441,17 +431,17 @@ impl ControlPlane {
         id: ResourceId,
         body: &ApiBody,
     ) -> Result<(Written, ApiResource), AdminError> {
-        let mut api = parse_api(id.clone(), body)?;
+        let mut api = Api::try_from((id.clone(), body))?;
         let mut state = self.lock();
         let state = &mut *state;
-        if !state.resources.backends.contains_key(&api.backend_id) {
+        let resources = self.current.load();
+        if !resources.backends.contains_key(&api.backend_id) {
             return Err(AdminError::bad_request(
                 "BackendNotFound",
                 format!("Backend {} does not exist.", api.backend_id),
             ));
         }
-        if let Some(other) = state
-            .resources
+        if let Some(other) = resources
             .apis
             .values()
             .find(|a| a.id != id && a.path == api.path)
@@ -462,7 +452,7 @@ impl ControlPlane {
                 vec![json!({"kind": "api", "id": other.id.as_str()})],
             ));
         }
-        let written = match state.resources.apis.get(&id) {
+        let written = match resources.apis.get(&id) {
             Some(old) => {
                 api.policy = old.policy.clone();
                 Written::Replaced
@@ -476,19 +466,21 @@ impl ControlPlane {
     pub fn delete_api(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(api) = state.resources.apis.get(id) else {
+        let resources = self.current.load();
+        let Some(api) = resources.apis.get(id) else {
             return Err(AdminError::not_found("API", id));
         };
         let audit = AuditRecord {
             operation: Operation::Delete,
             kind: AuditKind::Api,
             id: id.clone(),
-            thumbprint: effective_thumbprint(&state.resources, api),
+            thumbprint: effective_thumbprint(&resources, api),
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Api, id.as_str()))?;
-        state.resources.apis.remove(id);
-        (state.publish)(&state.resources);
+        let mut next = Resources::clone(&resources);
+        next.apis.remove(id);
+        self.commit(state, next);
         info!(kind = "api", id = %id, "API deleted");
         Ok(())
     }
@@ -497,12 +489,13 @@ impl ControlPlane {
     pub fn put_policy(&self, id: &ResourceId, xml: &str) -> Result<Written, AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(existing) = state.resources.apis.get(id) else {
+        let resources = self.current.load();
+        let Some(existing) = resources.apis.get(id) else {
             return Err(AdminError::not_found("API", id));
         };
         let policy = parse_policy(xml)?;
         if let Some(r) = &policy.authentication_certificate {
-            resolve_certificate(&state.resources, r)?;
+            resolve_certificate(&resources, r)?;
         }
         let written = if existing.policy.is_some() {
             Written::Replaced
@@ -519,10 +512,10 @@ impl ControlPlane {
     pub fn delete_policy(&self, id: &ResourceId) -> Result<(), AdminError> {
         let mut state = self.lock();
         let state = &mut *state;
-        let Some(existing) = state.resources.apis.get(id) else {
+        let Some(existing) = self.current.load().apis.get(id).cloned() else {
             return Err(AdminError::not_found("API", id));
         };
-        let mut api = existing.clone();
+        let mut api = existing;
         api.policy = None;
         self.save_api(
             state,
@@ -542,21 +535,21 @@ impl ControlPlane {
         kind: AuditKind,
         what: &'static str,
     ) -> Result<(Written, ApiResource), AdminError> {
-        let record = serde_json::to_vec(&stored_api(&api)).map_err(AdminError::internal)?;
-        let tp = effective_thumbprint(&state.resources, &api);
+        let resources = self.current.load();
+        let record = records::encode_api(&api)?;
+        let tp = effective_thumbprint(&resources, &api);
         let audit = match kind {
             AuditKind::Policy if api.policy.is_none() => AuditRecord {
                 operation: Operation::Delete,
                 kind,
                 id: api.id.clone(),
                 // The certificate the removed policy named.
-                thumbprint: state
-                    .resources
+                thumbprint: resources
                     .apis
                     .get(&api.id)
                     .and_then(|old| old.policy.as_ref())
                     .and_then(|p| p.authentication_certificate.as_ref())
-                    .and_then(|r| state.resources.find_certificate(r))
+                    .and_then(|r| resources.find_certificate(r))
                     .map(|c| c.info.thumbprint),
                 created: None,
             },
@@ -569,10 +562,11 @@ impl ControlPlane {
             },
         };
         state.durable(&audit, |s| s.put(Kind::Api, api.id.as_str(), &record))?;
-        let resource = api_resource(&api);
+        let resource = ApiResource::from(&api);
         let thumbprint = tp.map(|t| t.to_string()).unwrap_or_default();
-        state.resources.apis.insert(api.id.clone(), api);
-        (state.publish)(&state.resources);
+        let mut next = Resources::clone(&resources);
+        next.apis.insert(api.id.clone(), api);
+        self.commit(state, next);
         info!(
             kind = "api",
             id = %resource.id,

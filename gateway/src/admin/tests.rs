@@ -844,7 +844,7 @@ async fn secrets_never_appear_in_errors_or_debug() {
     outputs.push(v.to_string());
     outputs.push(format!("{:?}", h.control));
     h.control.with_resources(|r| outputs.push(format!("{r:?}")));
-    let body: http::CertificateBody =
+    let body: super::rest::CertificateBody =
         serde_json::from_value(json!({"data": h.pfx("modern.p12"), "password": PASSWORD})).unwrap();
     outputs.push(format!("{body:?}"));
     outputs.push(format!("{:?}", master_key()));

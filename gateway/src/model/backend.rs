@@ -1,158 +1,31 @@
-//! Backends: the JSON body of `PUT /backends/{id}` (contract §3), its validation into a
-//! [`Backend`], and the way back (for responses and for the stored record).
+//! Backends: the rules a [`Backend`] keeps (its URL's shape, credentials only over TLS).
+//! The REST body is `admin::rest`'s, the stored record `store::records`'s.
 
-use serde::{Deserialize, Serialize};
+use super::{Backend, BackendUrl, CertificateRef, InvalidRequest, ResourceId};
 
-use super::{Backend, BackendUrl, CertificateRef, InvalidRequest, ResourceId, Thumbprint};
-
-/// The body of `PUT /backends/{id}`; also the stored record and (with the id) the resource.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BackendBody {
-    /// `https://host[:port][/base-path]` or `http://...`.
-    pub url: String,
-    /// TLS validation flags; both default to true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsBody>,
-    /// The client certificate presented to the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsBody>,
-}
-
-/// `"tls": {"validateCertificateChain": true, "validateCertificateName": true}`.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TlsBody {
-    /// Verify the backend's chain against the trust store.
-    #[serde(default = "yes")]
-    pub validate_certificate_chain: bool,
-    /// Verify the backend's certificate names the URL's host.
-    #[serde(default = "yes")]
-    pub validate_certificate_name: bool,
-}
-
-impl Default for TlsBody {
-    fn default() -> Self {
-        Self {
-            validate_certificate_chain: true,
-            validate_certificate_name: true,
+impl Backend {
+    /// A backend from its URL text, validation flags and the certificate it presents.
+    pub fn new(
+        id: ResourceId,
+        url_text: &str,
+        validate_chain: bool,
+        validate_name: bool,
+        credential: Option<CertificateRef>,
+    ) -> Result<Backend, InvalidRequest> {
+        let url = parse_backend_url(url_text)?;
+        if credential.is_some() && !url.tls {
+            return Err(InvalidRequest(
+                "Client certificate credentials need an https:// backend URL.".to_owned(),
+            ));
         }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `"credentials": {"certificateId": "..."}` or `{"certificateThumbprint": "..."}`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct CredentialsBody {
-    /// The id of an uploaded certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_id: Option<String>,
-    /// The SHA-1 thumbprint (40 hex characters) of an uploaded certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate_thumbprint: Option<String>,
-}
-
-/// The backend resource as returned by the REST API.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BackendResource {
-    /// The backend id.
-    pub id: String,
-    /// The URL as given.
-    pub url: String,
-    /// Effective validation flags.
-    pub tls: TlsBody,
-    /// Present only when a certificate is bound.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsBody>,
-}
-
-/// Validates a backend body.
-pub fn parse_backend(id: ResourceId, body: &BackendBody) -> Result<Backend, InvalidRequest> {
-    let url = parse_backend_url(&body.url)?;
-    let tls = body.tls.unwrap_or_default();
-    let credential = match &body.credentials {
-        None => None,
-        Some(c) => Some(parse_credentials(c)?),
-    };
-    if credential.is_some() && !url.tls {
-        return Err(InvalidRequest(
-            "Client certificate credentials need an https:// backend URL.".to_owned(),
-        ));
-    }
-    Ok(Backend {
-        id,
-        url,
-        url_text: body.url.clone(),
-        validate_chain: tls.validate_certificate_chain,
-        validate_name: tls.validate_certificate_name,
-        credential,
-    })
-}
-
-/// Reads `credentials`: exactly one of `certificateId` and `certificateThumbprint`.
-pub fn parse_credentials(c: &CredentialsBody) -> Result<CertificateRef, InvalidRequest> {
-    match (&c.certificate_id, &c.certificate_thumbprint) {
-        (Some(id), None) => ResourceId::parse(id).map(CertificateRef::Id).map_err(|_| {
-            InvalidRequest(
-                "credentials.certificateId must be 1 to 80 characters of A-Z a-z 0-9 . _ -."
-                    .to_owned(),
-            )
-        }),
-        (None, Some(t)) => Thumbprint::parse(t)
-            .map(CertificateRef::Thumbprint)
-            .ok_or_else(|| {
-                InvalidRequest(
-                    "credentials.certificateThumbprint must be 40 hexadecimal characters."
-                        .to_owned(),
-                )
-            }),
-        _ => Err(InvalidRequest(
-            "credentials needs exactly one of certificateId and certificateThumbprint.".to_owned(),
-        )),
-    }
-}
-
-/// The body form of a certificate reference.
-pub fn credentials_body(r: &CertificateRef) -> CredentialsBody {
-    match r {
-        CertificateRef::Id(id) => CredentialsBody {
-            certificate_id: Some(id.to_string()),
-            certificate_thumbprint: None,
-        },
-        CertificateRef::Thumbprint(t) => CredentialsBody {
-            certificate_id: None,
-            certificate_thumbprint: Some(t.to_string()),
-        },
-    }
-}
-
-/// The stored/body form of a backend (re-parses to an equal [`Backend`]).
-pub fn backend_body(b: &Backend) -> BackendBody {
-    BackendBody {
-        url: b.url_text.clone(),
-        tls: Some(TlsBody {
-            validate_certificate_chain: b.validate_chain,
-            validate_certificate_name: b.validate_name,
-        }),
-        credentials: b.credential.as_ref().map(credentials_body),
-    }
-}
-
-/// The REST resource of a backend.
-pub fn backend_resource(b: &Backend) -> BackendResource {
-    BackendResource {
-        id: b.id.to_string(),
-        url: b.url_text.clone(),
-        tls: TlsBody {
-            validate_certificate_chain: b.validate_chain,
-            validate_certificate_name: b.validate_name,
-        },
-        credentials: b.credential.as_ref().map(credentials_body),
+        Ok(Backend {
+            id,
+            url,
+            url_text: url_text.to_owned(),
+            validate_chain,
+            validate_name,
+            credential,
+        })
     }
 }
 
@@ -259,10 +132,6 @@ mod tests {
         parse_backend_url(s)
     }
 
-    fn body(json: &str) -> Result<BackendBody, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-
     #[test]
     fn urls() {
         let u = url("https://api.example.com").unwrap();
@@ -313,74 +182,6 @@ mod tests {
             "https://x..y",
         ] {
             assert!(url(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-
-    #[test]
-    fn bodies() {
-        let id = ResourceId::parse("b1").unwrap();
-        let b = parse_backend(
-            id.clone(),
-            &body(r#"{"url":"https://h:8443/api/"}"#).unwrap(),
-        )
-        .unwrap();
-        assert!(b.validate_chain && b.validate_name && b.credential.is_none());
-        assert_eq!(b.url_text, "https://h:8443/api/");
-        assert_eq!(b.url.base_path, "/api");
-        let b = parse_backend(
-            id.clone(),
-            &body(r#"{"url":"https://h","tls":{"validateCertificateName":false},"credentials":{"certificateId":"c1"}}"#).unwrap(),
-        )
-        .unwrap();
-        assert!(b.validate_chain && !b.validate_name);
-        assert_eq!(
-            b.credential,
-            Some(CertificateRef::Id(ResourceId::parse("c1").unwrap()))
-        );
-        let t = "aa".repeat(20);
-        let b = parse_backend(
-            id.clone(),
-            &body(&format!(
-                r#"{{"url":"https://h","credentials":{{"certificateThumbprint":"{t}"}}}}"#
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            b.credential,
-            Some(CertificateRef::Thumbprint(Thumbprint([0xaa; 20])))
-        );
-        // Round trip through the stored form.
-        let again = parse_backend(id.clone(), &backend_body(&b)).unwrap();
-        assert_eq!(again, b);
-        let json = serde_json::to_value(backend_resource(&b)).unwrap();
-        assert_eq!(
-            json["credentials"]["certificateThumbprint"],
-            "AA".repeat(20)
-        );
-        assert_eq!(json["tls"]["validateCertificateChain"], true);
-        let plain = parse_backend(id.clone(), &body(r#"{"url":"http://h"}"#).unwrap()).unwrap();
-        let json = serde_json::to_value(backend_resource(&plain)).unwrap();
-        assert!(json.get("credentials").is_none());
-
-        for bad in [
-            r#"{"url":"http://h","credentials":{"certificateId":"c1"}}"#,
-            r#"{"url":"https://h","credentials":{}}"#,
-            r#"{"url":"https://h","credentials":{"certificateId":"c1","certificateThumbprint":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}"#,
-            r#"{"url":"https://h","credentials":{"certificateThumbprint":"abc"}}"#,
-            r#"{"url":"https://h","credentials":{"certificateId":"bad id"}}"#,
-            r#"{"url":"https://h?x"}"#,
-        ] {
-            let b = body(bad).unwrap();
-            assert!(parse_backend(id.clone(), &b).is_err(), "{bad}");
-        }
-        for bad in [
-            r#"{"url":"https://h","extra":1}"#,
-            r#"{"tls":{}}"#,
-            r#"{"url":"https://h","tls":{"x":true}}"#,
-            r#"{"url":5}"#,
-        ] {
-            assert!(body(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,15 +1,13 @@
-//! PKCS#12 intake and the stored form of client certificates.
+//! PKCS#12 intake of client certificates.
 //!
 //! This module owns: turning an operator's `.pfx` bytes + password into a validated
 //! [`Certificate`] (with every failure mapped to a contract error code), describing a
-//! certificate ([`CertificateInfo`], [`format_name`]), and the at-rest record
-//! ([`StoredCertificate`]) in which the private key is sealed with the master key.
+//! certificate ([`CertificateInfo`], [`format_name`]). The at-rest record, with the key
+//! sealed under the master key, is `store::records`'s.
 //! The `.pfx` password is never kept anywhere.
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use boring::asn1::{Asn1Time, Asn1TimeRef};
 use boring::error::ErrorStack;
 use boring::hash::MessageDigest;
@@ -17,11 +15,9 @@ use boring::nid::Nid;
 use boring::pkcs12::Pkcs12;
 use boring::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
 use boring::x509::{X509NameRef, X509};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{Certificate, CertificateInfo, ResourceId, Thumbprint};
-use crate::store::{MasterKey, StoreError};
 
 /// Why an uploaded PKCS#12 file was refused. Each variant is one contract error code.
 ///
@@ -278,83 +274,6 @@ fn reasons(stack: &ErrorStack) -> String {
         "unreadable data".to_owned()
     } else {
         list.join(", ")
-    }
-}
-
-/// The at-rest form of a certificate: the chain in DER (public), and the private key as
-/// PKCS#8 DER sealed with AES-256-GCM under the master key (random 12-byte nonce, the
-/// certificate id as associated data). Nothing else private is stored.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct StoredCertificate {
-    /// Record format version (1).
-    pub version: u32,
-    /// Base64 DER certificates, leaf first, then the chain in order.
-    pub certificates: Vec<String>,
-    /// Base64 of the 12-byte GCM nonce.
-    pub key_nonce: String,
-    /// Base64 of the sealed PKCS#8 key: ciphertext followed by the 16-byte tag.
-    pub sealed_key: String,
-}
-
-impl fmt::Debug for StoredCertificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredCertificate")
-            .field("version", &self.version)
-            .field("certificates", &self.certificates.len())
-            .field("sealed_key", &"<sealed>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl StoredCertificate {
-    /// Seals a certificate for storage.
-    pub fn seal(cert: &Certificate, master_key: &MasterKey) -> Result<Self, StoreError> {
-        let crypto = |e: ErrorStack| StoreError::Crypto(format!("encoding a certificate: {e}"));
-        let mut certificates = vec![BASE64.encode(cert.leaf.to_der().map_err(crypto)?)];
-        for c in &cert.chain {
-            certificates.push(BASE64.encode(c.to_der().map_err(crypto)?));
-        }
-        let mut pkcs8 = cert.key.private_key_to_der_pkcs8().map_err(crypto)?;
-        let sealed = master_key.seal(cert.id.as_str().as_bytes(), &pkcs8);
-        pkcs8.fill(0);
-        let (nonce, sealed_key) = sealed?;
-        Ok(Self {
-            version: 1,
-            certificates,
-            key_nonce: BASE64.encode(nonce),
-            sealed_key: BASE64.encode(sealed_key),
-        })
-    }
-
-    /// Opens a stored record back into a [`Certificate`] (no expiry check).
-    pub fn open(&self, id: ResourceId, master_key: &MasterKey) -> Result<Certificate, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("certificate {id}: {what}"));
-        if self.version != 1 {
-            return Err(corrupt("unknown record version"));
-        }
-        let mut ders = Vec::with_capacity(self.certificates.len());
-        for c in &self.certificates {
-            let der = BASE64.decode(c).map_err(|_| corrupt("bad base64"))?;
-            ders.push(X509::from_der(&der).map_err(|_| corrupt("bad certificate DER"))?);
-        }
-        if ders.is_empty() {
-            return Err(corrupt("no certificate"));
-        }
-        let leaf = ders.remove(0);
-        let nonce = BASE64
-            .decode(&self.key_nonce)
-            .map_err(|_| corrupt("bad nonce"))?;
-        let sealed = BASE64
-            .decode(&self.sealed_key)
-            .map_err(|_| corrupt("bad sealed key"))?;
-        let mut pkcs8 = master_key
-            .open(id.as_str().as_bytes(), &nonce, &sealed)
-            .map_err(|e| corrupt(&e.to_string()))?;
-        let key = PKey::private_key_from_pkcs8(&pkcs8);
-        pkcs8.fill(0);
-        let key = key.map_err(|_| corrupt("bad private key"))?;
-        certificate_from_parts(id.clone(), leaf, ders, key).map_err(|e| corrupt(&e.to_string()))
     }
 }
 
@@ -780,32 +699,6 @@ pub(crate) mod tests {
             }
         );
         assert!(err.to_string().contains("2004-11-09T11:33:20Z"), "{err}");
-    }
-
-    #[test]
-    fn stored_form_round_trips_and_hides_the_key() {
-        let f = Fixtures::new();
-        let mk = MasterKey::from_bytes([7u8; 32]);
-        let c = parse_pkcs12(id("c2"), &f.read("chain.p12"), "").unwrap();
-        let stored = StoredCertificate::seal(&c, &mk).unwrap();
-        let json = serde_json::to_vec(&stored).unwrap();
-        let pkcs8 = c.key.private_key_to_der_pkcs8().unwrap();
-        let raw_key = c.key.ec_key().unwrap().private_key().to_vec();
-        for secret in [&pkcs8[..], &raw_key[..]] {
-            assert!(!contains(&json, secret));
-            assert!(!contains(&json, BASE64.encode(secret).as_bytes()));
-        }
-        let back: StoredCertificate = serde_json::from_slice(&json).unwrap();
-        let opened = back.open(id("c2"), &mk).unwrap();
-        assert_eq!(opened.info, c.info);
-        assert_eq!(opened.chain.len(), 1);
-        assert!(opened.key.public_eq(&c.key));
-        // Another id (AAD) or another key does not open it.
-        assert!(back.open(id("other"), &mk).is_err());
-        assert!(back
-            .open(id("c2"), &MasterKey::from_bytes([8u8; 32]))
-            .is_err());
-        assert!(!format!("{stored:?}").contains(&stored.sealed_key));
     }
 
     #[test]

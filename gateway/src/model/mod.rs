@@ -158,8 +158,9 @@ pub struct Api {
     pub policy: Option<Policy>,
 }
 
-/// Everything the operator has configured: the input of a snapshot.
-#[derive(Default, Debug)]
+/// Everything the operator has configured: the input of a snapshot. Cloning is cheap per
+/// resource (certificates are shared); a write clones, changes and swaps in the copy.
+#[derive(Default, Debug, Clone)]
 pub struct Resources {
     pub certificates: BTreeMap<ResourceId, Arc<Certificate>>,
     pub backends: BTreeMap<ResourceId, Backend>,

@@ -229,6 +229,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         };
         let exit = runtime.block_on(control_plane(ControlPlaneParts {
             control: plane,
+            publisher: publisher.clone(),
             token: token.clone(),
             admin_listener,
             metrics_listener,
@@ -364,6 +365,7 @@ enum Exit {
 
 struct ControlPlaneParts<'a> {
     control: Arc<ControlPlane>,
+    publisher: Arc<Publisher>,
     token: String,
     admin_listener: TcpListener,
     metrics_listener: TcpListener,
@@ -381,6 +383,7 @@ struct ControlPlaneParts<'a> {
 async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
     let ControlPlaneParts {
         control,
+        publisher,
         token,
         admin_listener,
         metrics_listener,
@@ -395,6 +398,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         tokio::net::TcpListener::from_std(admin_listener).map_err(|e| fail("admin listener", e))?;
     let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
         .map_err(|e| fail("metrics listener", e))?;
+    let dns_control = control.clone();
     let admin_app = admin::router(control, token);
     let render = prometheus.clone();
     let refresh = steering.clone();
@@ -427,9 +431,25 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         let mut histograms = tokio::time::interval(Duration::from_secs(5));
         let mut ticket_rotation = tokio::time::interval(rotation);
         ticket_rotation.tick().await;
+        let mut dns_refresh = tokio::time::interval(crate::snapshot::DNS_REFRESH);
+        dns_refresh.tick().await;
         loop {
             tokio::select! {
                 _ = histograms.tick() => prometheus.run_upkeep(),
+                _ = dns_refresh.tick() => {
+                    // Off this thread: getaddrinfo blocks, and a changed address means a
+                    // publish (TLS contexts are kept, so only the address moves).
+                    let (control, publisher) = (dns_control.clone(), publisher.clone());
+                    let refresh = tokio::task::spawn_blocking(move || {
+                        if publisher.refresh_dns(&control.resources()) {
+                            tracing::info!("a backend address changed in DNS; publishing");
+                            control.republish();
+                        }
+                    });
+                    if let Err(e) = refresh.await {
+                        tracing::error!(error = %e, "DNS refresh failed");
+                    }
+                },
                 _ = ticket_rotation.tick() => match tickets.rotate() {
                     Ok(()) => {
                         metrics::record_ticket_rotation();

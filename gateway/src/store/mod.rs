@@ -3,9 +3,11 @@
 //! This module owns: the [`Store`] trait (an object-safe key/value store of serialized
 //! resource records, durable before a write returns), its embedded implementation on redb
 //! ([`embedded`]), choosing an implementation from [`StoreSettings`] ([`open`]), and the
-//! [`MasterKey`] that seals private keys at rest (AES-256-GCM).
+//! [`MasterKey`] that seals private keys at rest (AES-256-GCM), and in [`records`] the
+//! versioned records it keeps of each resource.
 
 pub mod embedded;
+pub mod records;
 
 use std::fmt;
 use std::io::{self, Write as _};
