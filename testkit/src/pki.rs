@@ -132,6 +132,13 @@ impl<'a> P12<'a> {
         self
     }
 
+    /// The private key `key.key` instead of the certificate's own name (for a certificate
+    /// made with [`Cert::reusing_key`]).
+    pub fn with_key(mut self, key: &'a str) -> P12<'a> {
+        self.key = Some(key);
+        self
+    }
+
     /// Adds certificate `name` (e.g. the issuing CA) after the leaf.
     pub fn chain(mut self, name: &'a str) -> P12<'a> {
         self.extra_cert = Some(name);
@@ -254,6 +261,22 @@ impl Pki {
         }
     }
 
+    /// The certificate request `name.csr` for `cert` (and its key `name.key`); returns the
+    /// file name.
+    fn request(&self, name: &str, cert: &Cert) -> Result<String, String> {
+        let csr = format!("{name}.csr");
+        let mut a: Vec<String> = vec!["req".into(), "-new".into()];
+        a.extend(Self::key_args(name, cert));
+        a.extend([
+            "-out".into(),
+            csr.clone(),
+            "-subj".into(),
+            cert.subject.clone(),
+        ]);
+        self.openssl(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(csr)
+    }
+
     /// A self-signed certificate `name.pem` (and its key `name.key`).
     pub fn self_signed(&self, name: &str, cert: &Cert) -> Result<PathBuf, String> {
         let out = format!("{name}.pem");
@@ -272,16 +295,7 @@ impl Pki {
     /// Certificate `name.pem` (and its key `name.key`) signed by the CA certificate `ca`
     /// (`ca.pem`, `ca.key`) of this PKI, with exactly `cert`'s extensions.
     pub fn signed_by(&self, name: &str, cert: &Cert, ca: &str) -> Result<PathBuf, String> {
-        let csr = format!("{name}.csr");
-        let mut a: Vec<String> = vec!["req".into(), "-new".into()];
-        a.extend(Self::key_args(name, cert));
-        a.extend([
-            "-out".into(),
-            csr.clone(),
-            "-subj".into(),
-            cert.subject.clone(),
-        ]);
-        self.openssl(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let csr = self.request(name, cert)?;
         let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
         let (out, days) = (format!("{name}.pem"), cert.days.to_string());
         let mut a = vec![
@@ -326,16 +340,7 @@ impl Pki {
             self.write("cadb/serial", b"1000\n")?;
             self.write("ca.cnf", CA_CNF.as_bytes())?;
         }
-        let csr = format!("{name}.csr");
-        let mut a: Vec<String> = vec!["req".into(), "-new".into()];
-        a.extend(Self::key_args(name, cert));
-        a.extend([
-            "-out".into(),
-            csr.clone(),
-            "-subj".into(),
-            cert.subject.clone(),
-        ]);
-        self.openssl(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let csr = self.request(name, cert)?;
         let key = match &cert.key {
             KeySource::New(_) => format!("{name}.key"),
             KeySource::Existing(k) => format!("{k}.key"),
