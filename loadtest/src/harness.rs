@@ -79,10 +79,7 @@ impl Pki {
     /// cert+key files HAProxy wants, and a 48-byte ticket key for the backend.
     pub fn create() -> Result<Pki, String> {
         let kit = testkit::Pki::new("loadtest")?;
-        kit.self_signed(
-            "server",
-            &Cert::new("/CN=localhost", KeyType::P256).san("DNS:localhost,IP:127.0.0.1"),
-        )?;
+        kit.self_signed("server", &Cert::localhost(KeyType::P256))?;
         kit.self_signed(
             "client",
             &Cert::new("/CN=loadtest-client/O=edgegw-loadtest", KeyType::P256),

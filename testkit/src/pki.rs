@@ -69,6 +69,12 @@ impl Cert {
         }
     }
 
+    /// What a test server presents: `/CN=localhost` with subjectAltName localhost and
+    /// 127.0.0.1, so that clients verifying either name accept it.
+    pub fn localhost(key: KeyType) -> Cert {
+        Cert::new("/CN=localhost", key).san("DNS:localhost,IP:127.0.0.1")
+    }
+
     /// Like [`Cert::new`], but signed with the existing key `key_name.key`.
     pub fn reusing_key(subject: &str, key_name: &str) -> Cert {
         Cert {

@@ -31,12 +31,8 @@ impl Pki {
 
     fn create() -> Result<Pki, String> {
         let kit = testkit::Pki::new("e2e-pki")?;
-        let localhost = "DNS:localhost,IP:127.0.0.1";
         // Backend server certificate, self-signed, for localhost / 127.0.0.1.
-        kit.self_signed(
-            "server",
-            &Cert::new("/CN=localhost", KeyType::P256).san(localhost),
-        )?;
+        kit.self_signed("server", &Cert::localhost(KeyType::P256))?;
         // A self-signed server certificate for another name (NameMismatch).
         kit.self_signed(
             "wrongname",
@@ -47,8 +43,7 @@ impl Pki {
             "ca",
             &Cert::ca("/CN=edgegw-test-ca/O=edgegw-test", KeyType::P256),
         )?;
-        let server = Cert::new("/CN=localhost", KeyType::P256)
-            .san(localhost)
+        let server = Cert::localhost(KeyType::P256)
             .ext("basicConstraints=CA:FALSE")
             .ext("keyUsage=critical,digitalSignature")
             .ext("extendedKeyUsage=serverAuth");
