@@ -30,13 +30,19 @@ fn run_scenario(dir: &Path, name: &str, args: &[&str]) -> serde_json::Value {
     v
 }
 
-#[test]
-fn every_scenario_runs_without_errors() {
+/// The PKI and a one-worker test backend, after checking the binaries are built.
+fn pki_and_backend() -> (Pki, Backend) {
     if let Err(e) = harness::bin_dir() {
         panic!("{e}");
     }
     let pki = Pki::create().expect("pki");
     let backend = Backend::start(&pki, 1).expect("backend");
+    (pki, backend)
+}
+
+#[test]
+fn every_scenario_runs_without_errors() {
+    let (pki, backend) = pki_and_backend();
     let gw = Server::start(Kind::Edgegw, &pki, backend.port, 1).expect("edgegw");
     let target = gw.url("/smoke");
     let dir = pki.dir();
@@ -185,11 +191,7 @@ fn compare_drives_the_third_party_clients() {
 /// request each with curl: that they work, never how fast.
 #[test]
 fn nginx_and_haproxy_proxy_to_the_backend() {
-    if let Err(e) = harness::bin_dir() {
-        panic!("{e}");
-    }
-    let pki = Pki::create().expect("pki");
-    let backend = Backend::start(&pki, 1).expect("backend");
+    let (pki, backend) = pki_and_backend();
     for kind in [Kind::Nginx, Kind::Haproxy] {
         let server = Server::start(kind, &pki, backend.port, 1)
             .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
