@@ -1,14 +1,17 @@
-//! Everything `loadtest compare` (and the smoke test) starts: a throwaway PKI made with the
-//! openssl CLI, the mTLS test backend, and each server under test (edgegw, NGINX, HAProxy)
-//! configured for the same job: TLS to clients, pooled keep-alive mTLS to the backend with
-//! chain validation off and upstream session reuse on, the same worker count and the same
-//! key-exchange group. Every process is a child that is stopped on drop.
+//! Everything `loadtest compare` (and the smoke test) starts: a throwaway PKI (made with
+//! testkit's generator, which runs the openssl CLI), the mTLS test backend, and each server
+//! under test (edgegw, NGINX, HAProxy) configured for the same job: TLS to clients, pooled
+//! keep-alive mTLS to the backend with chain validation off and upstream session reuse on,
+//! the same worker count and the same key-exchange group. Every process is a child that is
+//! stopped on drop.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use testkit::{Cert, KeyType, NginxConfig, P12};
 
 use crate::admin::Endpoint;
 
@@ -65,26 +68,9 @@ fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&local(port), Duration::from_millis(200)).is_ok()
 }
 
-/// The test PKI in a temporary directory (removed on drop).
+/// The test PKI in a temporary directory (removed on drop), made by testkit.
 pub struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("running openssl (install Debian's openssl package): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    kit: testkit::Pki,
 }
 
 impl Pki {
@@ -92,73 +78,28 @@ impl Pki {
     /// (P-256, self-signed), client.p12 (OpenSSL 3's default AES/PBKDF2 form), the combined
     /// cert+key files HAProxy wants, and a 48-byte ticket key for the backend.
     pub fn create() -> Result<Pki, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-loadtest-")
-            .tempdir()
-            .map_err(|e| format!("temporary directory: {e}"))?;
-        let d = dir.path();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        for (name, subject, san) in [
-            (
-                "server",
-                "/CN=localhost",
-                Some("subjectAltName=DNS:localhost,IP:127.0.0.1"),
-            ),
-            ("client", "/CN=loadtest-client/O=edgegw-loadtest", None),
-        ] {
-            let key = format!("{name}.key");
-            let pem = format!("{name}.pem");
-            let mut a = vec!["req", "-x509"];
-            a.extend(ec);
-            a.extend([
-                "-keyout", &key, "-out", &pem, "-days", "30", "-subj", subject,
-            ]);
-            if let Some(san) = san {
-                a.extend(["-addext", san]);
-            }
-            openssl(d, &a)?;
-            let combined = [std::fs::read(d.join(&pem)), std::fs::read(d.join(&key))]
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("reading {name} files: {e}"))?
-                .concat();
-            std::fs::write(d.join(format!("{name}-combined.pem")), combined)
-                .map_err(|e| format!("writing {name}-combined.pem: {e}"))?;
-        }
-        let pass = format!("pass:{P12_PASSWORD}");
-        openssl(
-            d,
-            &[
-                "pkcs12",
-                "-export",
-                "-in",
-                "client.pem",
-                "-inkey",
-                "client.key",
-                "-name",
-                "loadtest-client",
-                "-passout",
-                &pass,
-                "-out",
-                "client.p12",
-            ],
+        let kit = testkit::Pki::new("loadtest")?;
+        kit.self_signed("server", &Cert::localhost(KeyType::P256))?;
+        kit.self_signed(
+            "client",
+            &Cert::new("/CN=loadtest-client/O=edgegw-loadtest", KeyType::P256),
         )?;
-        openssl(d, &["rand", "-out", "ticket.key", "48"])?;
-        Ok(Pki { dir })
+        kit.combined_pem("server")?;
+        kit.combined_pem("client")?;
+        kit.pkcs12(
+            "client.p12",
+            &P12::new("client", P12_PASSWORD).friendly_name("loadtest-client"),
+        )?;
+        kit.random_file("ticket.key", 48)?;
+        Ok(Pki { kit })
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.kit.dir()
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
+        self.kit.path(file)
     }
 }
 
@@ -340,7 +281,7 @@ pub struct Server {
     /// edgegw only: `http://127.0.0.1:PORT` of the admin API.
     pub admin_url: Option<String>,
     pub metrics: Option<Endpoint>,
-    _workdir: tempfile::TempDir,
+    _workdir: testkit::TempDir,
 }
 
 impl Server {
@@ -361,10 +302,7 @@ impl Server {
         workers: usize,
         edgegw_pin_workers: bool,
     ) -> Result<Server, String> {
-        let workdir = tempfile::Builder::new()
-            .prefix(&format!("edgegw-loadtest-{}-", kind.name()))
-            .tempdir()
-            .map_err(|e| format!("temporary directory: {e}"))?;
+        let workdir = testkit::temp_dir(&format!("loadtest-{}", kind.name()))?;
         let w = workdir.path();
         let port = free_port()?;
         let log = w.join(format!("{}.log", kind.name()));
@@ -393,17 +331,9 @@ impl Server {
             }
             Kind::Nginx => {
                 let bin = find_program("nginx").ok_or("nginx is not installed")?;
-                let path = w.join("nginx.conf");
-                std::fs::write(&path, nginx_config(pki, w, port, backend_port, workers))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut cmd = Command::new(bin);
-                cmd.arg("-p")
-                    .arg(w)
-                    .arg("-c")
-                    .arg(&path)
-                    .arg("-e")
-                    .arg(w.join("error.log"));
-                (Proc::spawn("nginx", cmd, log)?, None, None)
+                let conf = nginx_config(pki, w, port, backend_port, workers);
+                conf.write()?;
+                (Proc::spawn("nginx", conf.command(&bin), log)?, None, None)
             }
             Kind::Haproxy => {
                 let bin = find_program("haproxy").ok_or("haproxy is not installed")?;
@@ -505,62 +435,43 @@ fn configure_edgegw(admin: &Endpoint, pki: &Pki, backend_port: u16) -> Result<()
     Ok(())
 }
 
-fn nginx_config(pki: &Pki, w: &Path, port: u16, backend_port: u16, workers: usize) -> String {
-    format!(
-        r#"daemon off;
-master_process on;
-worker_processes {workers};
-worker_rlimit_nofile 20000;
-pid {w}/nginx.pid;
-error_log {w}/error.log warn;
-user root;
-events {{
-    worker_connections 16384;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {w}/client_body;
-    proxy_temp_path {w}/proxy;
-    fastcgi_temp_path {w}/fastcgi;
-    uwsgi_temp_path {w}/uwsgi;
-    scgi_temp_path {w}/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    upstream backend {{
-        server 127.0.0.1:{backend_port};
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_ecdh_curve X25519;
-        ssl_session_tickets on;
-        ssl_session_cache shared:SSL:10m;
-        location / {{
-            proxy_pass https://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host 127.0.0.1:{backend_port};
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto https;
-            proxy_ssl_certificate {client_cert};
-            proxy_ssl_certificate_key {client_key};
-            proxy_ssl_verify off;
-            proxy_ssl_session_reuse on;
-            proxy_ssl_protocols TLSv1.2 TLSv1.3;
-            proxy_ssl_conf_command Groups X25519;
-        }}
-    }}
-}}
-"#,
-        w = w.display(),
-        cert = pki.path("server.pem").display(),
-        key = pki.path("server.key").display(),
-        client_cert = pki.path("client.pem").display(),
-        client_key = pki.path("client.key").display(),
-    )
+/// NGINX as the proxy under test. Beyond testkit's skeleton: the same worker count and
+/// key-exchange group as the others, enough descriptors and connections for the connection
+/// scenarios, session tickets and cache to clients, and pooled keep-alive mTLS upstream with
+/// session reuse and chain validation off (the backend's certificate is self-signed).
+fn nginx_config(pki: &Pki, w: &Path, port: u16, backend_port: u16, workers: usize) -> NginxConfig {
+    let (client_cert, client_key) = (pki.path("client.pem"), pki.path("client.key"));
+    NginxConfig::new(w, port, &pki.path("server.pem"), &pki.path("server.key"))
+        .workers(workers)
+        .worker_connections(16384)
+        .error_log_level("warn")
+        .access_log(false)
+        .main("master_process on;")
+        .main("worker_rlimit_nofile 20000;")
+        .main("user root;")
+        .http("keepalive_requests 1000000;")
+        .http("keepalive_timeout 75s;")
+        .http(&format!(
+            "upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}"
+        ))
+        .server("ssl_ecdh_curve X25519;")
+        .server("ssl_session_tickets on;")
+        .server("ssl_session_cache shared:SSL:10m;")
+        .location("proxy_pass https://backend;")
+        .location("proxy_http_version 1.1;")
+        .location("proxy_set_header Connection \"\";")
+        .location(&format!("proxy_set_header Host 127.0.0.1:{backend_port};"))
+        .location("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+        .location("proxy_set_header X-Forwarded-Proto https;")
+        .location(&format!("proxy_ssl_certificate {};", client_cert.display()))
+        .location(&format!(
+            "proxy_ssl_certificate_key {};",
+            client_key.display()
+        ))
+        .location("proxy_ssl_verify off;")
+        .location("proxy_ssl_session_reuse on;")
+        .location("proxy_ssl_protocols TLSv1.2 TLSv1.3;")
+        .location("proxy_ssl_conf_command Groups X25519;")
 }
 
 fn haproxy_config(pki: &Pki, port: u16, backend_port: u16, workers: usize) -> String {

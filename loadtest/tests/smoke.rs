@@ -30,13 +30,19 @@ fn run_scenario(dir: &Path, name: &str, args: &[&str]) -> serde_json::Value {
     v
 }
 
-#[test]
-fn every_scenario_runs_without_errors() {
+/// The PKI and a one-worker test backend, after checking the binaries are built.
+fn pki_and_backend() -> (Pki, Backend) {
     if let Err(e) = harness::bin_dir() {
         panic!("{e}");
     }
     let pki = Pki::create().expect("pki");
     let backend = Backend::start(&pki, 1).expect("backend");
+    (pki, backend)
+}
+
+#[test]
+fn every_scenario_runs_without_errors() {
+    let (pki, backend) = pki_and_backend();
     let gw = Server::start(Kind::Edgegw, &pki, backend.port, 1).expect("edgegw");
     let target = gw.url("/smoke");
     let dir = pki.dir();
@@ -133,7 +139,7 @@ fn compare_drives_the_third_party_clients() {
         missing.is_empty(),
         "not installed: {missing:?} (./dev installs wrk, nghttp2-client and openssl)"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = testkit::temp_dir("loadtest-smoke").expect("temp dir");
     let json = dir.path().join("compare.json");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args([
@@ -176,6 +182,33 @@ fn compare_drives_the_third_party_clients() {
         assert!(
             f["cpu_ms_per_1000"].as_f64().unwrap_or(0.0) > 0.0,
             "{figure}: {f}"
+        );
+    }
+}
+
+/// The peers `loadtest compare` measures edgegw against start from the harness's configs
+/// (nginx's is written by testkit) and proxy a request over mTLS to the test backend. One
+/// request each with curl: that they work, never how fast.
+#[test]
+fn nginx_and_haproxy_proxy_to_the_backend() {
+    let (pki, backend) = pki_and_backend();
+    for kind in [Kind::Nginx, Kind::Haproxy] {
+        let server = Server::start(kind, &pki, backend.port, 1)
+            .unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
+        let out = Command::new("curl")
+            .args(["-sk", "--fail", "--max-time", "10", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}"])
+            .arg(server.url("/peer"))
+            .output()
+            .expect("run curl (./dev installs it)");
+        let code = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && code == "200",
+            "{}: curl {} answered {code:?}: {}\n{}",
+            kind.name(),
+            server.url("/peer"),
+            String::from_utf8_lossy(&out.stderr),
+            server.proc.log_tail()
         );
     }
 }

@@ -21,16 +21,13 @@ pub struct Backend {
     pub port: u16,
     pub opts: BackendOpts,
     child: Option<Child>,
-    logdir: tempfile::TempDir,
+    logdir: testkit::TempDir,
     runs: u32,
 }
 
 impl Backend {
     pub fn start(opts: BackendOpts) -> Backend {
-        let logdir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-be-")
-            .tempdir()
-            .expect("tempdir");
+        let logdir = testkit::temp_dir("e2e-be").expect("temp dir");
         let mut b = Backend {
             port: free_port(),
             opts,

@@ -41,7 +41,7 @@ impl Default for GatewayOpts {
 }
 
 pub struct Gateway {
-    dir: tempfile::TempDir,
+    dir: testkit::TempDir,
     pub opts: GatewayOpts,
     pub listen: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -58,10 +58,7 @@ impl Gateway {
     }
 
     pub fn start_with(opts: GatewayOpts) -> Gateway {
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-gw-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = testkit::temp_dir("e2e-gw").expect("temp dir");
         let mut gw = Gateway {
             dir,
             opts,

@@ -1,15 +1,18 @@
-//! Debian's nginx as a real third-party mTLS backend (temp prefix dir, `daemon off;`).
+//! Debian's nginx as a real third-party mTLS backend: its process (started, waited for,
+//! stopped, its error log shown when a test fails); the config is testkit's [`NginxConfig`].
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
+
+use testkit::NginxConfig;
 
 use crate::util::{self, free_port, read_lossy, tail};
 
 pub const NGINX: &str = "/usr/sbin/nginx";
 
 pub struct Nginx {
-    dir: tempfile::TempDir,
+    dir: testkit::TempDir,
     pub port: u16,
     child: Option<Child>,
 }
@@ -18,53 +21,18 @@ impl Nginx {
     /// nginx requiring a client certificate verified against `client_ca`, answering
     /// `200 "$ssl_client_s_dn sni=$ssl_server_name\n"` on every path.
     pub fn start(server_cert: &Path, server_key: &Path, client_ca: &Path) -> Nginx {
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-nginx-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = testkit::temp_dir("e2e-nginx").expect("temp dir");
         let port = free_port();
-        let d = dir.path().display().to_string();
-        let conf = format!(
-            r#"daemon off;
-worker_processes 1;
-error_log {d}/error.log info;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_verify_client on;
-        ssl_client_certificate {ca};
-        location / {{
-            default_type text/plain;
-            return 200 "$ssl_client_s_dn reused=$ssl_session_reused id=$http_x_request_id sni=$ssl_server_name\n";
-        }}
-    }}
-}}
-"#,
-            cert = server_cert.display(),
-            key = server_key.display(),
-            ca = client_ca.display(),
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let conf = NginxConfig::new(dir.path(), port, server_cert, server_key)
+            .require_client_certificate(client_ca)
+            .answer(
+                200,
+                "$ssl_client_s_dn reused=$ssl_session_reused id=$http_x_request_id sni=$ssl_server_name\\n",
+            );
+        conf.write().expect("write nginx.conf");
         let err = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
+        let child = conf
+            .command(Path::new(NGINX))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

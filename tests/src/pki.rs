@@ -1,257 +1,92 @@
-//! Test PKI made with the `openssl` CLI in a temporary directory (removed on drop).
+//! The e2e suite's test PKI: what [`testkit::pki`] makes, arranged as the suite's tests
+//! expect it, in a temporary directory (removed on drop). Failures panic (a test cannot go
+//! on without its certificates).
 //!
 //! Everything here is real: keys, self-signed and CA-signed certificates, PKCS#12 files in
 //! OpenSSL 3's default (AES-256/PBKDF2) form and in the `-legacy` (3DES/RC2) form, plus one
 //! real bad input for every PKCS#12 error code of the contract.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use boring::hash::MessageDigest;
 use boring::x509::X509;
+use testkit::{Cert, KeyType, P12};
 
 use crate::util::hex_upper;
 
 pub struct Pki {
-    dir: tempfile::TempDir,
+    kit: testkit::Pki,
 }
 
 /// Run `openssl` with `args` in `dir`; panic with its stderr on failure.
 pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("spawn openssl (is it installed?)");
-    if !out.status.success() {
-        panic!(
-            "openssl {:?} failed ({}):\n{}",
-            args,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out.stdout
+    testkit::openssl::run(dir, args).unwrap_or_else(|e| panic!("{e}"))
 }
-
-const CA_CNF: &str = r#"
-[ ca ]
-default_ca = myca
-[ myca ]
-dir = ./cadb
-database = $dir/index.txt
-serial = $dir/serial
-new_certs_dir = $dir
-default_md = sha256
-policy = pol
-unique_subject = no
-copy_extensions = copy
-[ pol ]
-commonName = supplied
-organizationName = optional
-"#;
 
 impl Pki {
     /// Create the whole test PKI.
     pub fn new() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-pki-")
-            .tempdir()
-            .expect("tempdir");
-        let pki = Pki { dir };
-        let d = pki.dir.path();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
+        Self::create().unwrap_or_else(|e| panic!("making the test PKI: {e}"))
+    }
 
+    fn create() -> Result<Pki, String> {
+        let kit = testkit::Pki::new("e2e-pki")?;
         // Backend server certificate, self-signed, for localhost / 127.0.0.1.
-        let mut a = vec!["req", "-x509"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ]);
-        openssl(d, &a);
-
+        kit.self_signed("server", &Cert::localhost(KeyType::P256))?;
         // A self-signed server certificate for another name (NameMismatch).
-        let mut a = vec!["req", "-x509"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "wrongname.key",
-            "-out",
-            "wrongname.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=wrong.example",
-            "-addext",
-            "subjectAltName=DNS:wrong.example",
-        ]);
-        openssl(d, &a);
-
+        kit.self_signed(
+            "wrongname",
+            &Cert::new("/CN=wrong.example", KeyType::P256).san("DNS:wrong.example"),
+        )?;
         // Private CA and a backend certificate signed by it.
-        let mut a = vec!["req", "-x509"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=edgegw-test-ca/O=edgegw-test",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(d, &a);
-        let mut a = vec!["req", "-new"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "server-ca.key",
-            "-out",
-            "server-ca.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        openssl(d, &a);
-        std::fs::write(
-            d.join("server-ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write ext");
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server-ca.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "30",
-                "-sha256",
-                "-extfile",
-                "server-ext.cnf",
-                "-out",
-                "server-ca.pem",
-            ],
-        );
-
+        kit.self_signed(
+            "ca",
+            &Cert::ca("/CN=edgegw-test-ca/O=edgegw-test", KeyType::P256),
+        )?;
+        let server = Cert::localhost(KeyType::P256)
+            .ext("basicConstraints=CA:FALSE")
+            .ext("keyUsage=critical,digitalSignature")
+            .ext("extendedKeyUsage=serverAuth");
+        kit.signed_by("server-ca", &server, "ca")?;
         // Client certificates, self-signed. client-1 uses RSA, client-2 EC P-256.
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "client-1.key",
-                "-out",
-                "client-1.pem",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=client-1/O=edgegw-test",
-            ],
-        );
-        for name in ["client-2", "client-3"] {
-            let mut a = vec!["req", "-x509"];
-            a.extend(ec);
-            let key = format!("{name}.key");
-            let pem = format!("{name}.pem");
-            let subj = format!("/CN={name}/O=edgegw-test");
-            a.extend(["-keyout", &key, "-out", &pem, "-days", "30", "-subj", &subj]);
-            openssl(d, &a);
+        for (name, key) in [
+            ("client-1", KeyType::Rsa2048),
+            ("client-2", KeyType::P256),
+            ("client-3", KeyType::P256),
+        ] {
+            kit.self_signed(name, &Cert::new(&format!("/CN={name}/O=edgegw-test"), key))?;
         }
-
         // An unrelated key (for KeyMismatch).
-        openssl(
-            d,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "other.key",
-            ],
-        );
+        kit.key("other", KeyType::P256)?;
+        // An expired self-signed certificate.
+        kit.expired(
+            "expired",
+            &Cert::new("/CN=expired/O=edgegw-test", KeyType::P256),
+            "20200101000000Z",
+            "20200102000000Z",
+        )?;
+        Ok(Pki { kit })
+    }
 
-        // An expired self-signed certificate. OpenSSL 3.0's `req`/`x509` cannot set dates in
-        // the past, `openssl ca -selfsign -startdate -enddate` can.
-        std::fs::create_dir_all(d.join("cadb")).expect("mkdir cadb");
-        std::fs::write(d.join("cadb/index.txt"), "").expect("index");
-        std::fs::write(d.join("cadb/serial"), "1000\n").expect("serial");
-        std::fs::write(d.join("ca.cnf"), CA_CNF).expect("ca.cnf");
-        let mut a = vec!["req", "-new"];
-        a.extend(ec);
-        a.extend([
-            "-keyout",
-            "expired.key",
-            "-out",
-            "expired.csr",
-            "-subj",
-            "/CN=expired/O=edgegw-test",
-        ]);
-        openssl(d, &a);
-        openssl(
-            d,
-            &[
-                "ca",
-                "-batch",
-                "-config",
-                "ca.cnf",
-                "-selfsign",
-                "-keyfile",
-                "expired.key",
-                "-in",
-                "expired.csr",
-                "-startdate",
-                "20200101000000Z",
-                "-enddate",
-                "20200102000000Z",
-                "-notext",
-                "-out",
-                "expired.pem",
-            ],
-        );
-        pki
+    /// The generator, for certificates beyond the standard set.
+    pub fn kit(&self) -> &testkit::Pki {
+        &self.kit
     }
 
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.kit.dir()
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
+        self.kit.path(file)
     }
 
     pub fn read(&self, file: &str) -> Vec<u8> {
-        std::fs::read(self.path(file)).unwrap_or_else(|e| panic!("read {file}: {e}"))
+        self.kit.read(file).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn bundle(&self, file: &str, p12: &P12) -> Vec<u8> {
+        self.kit.pkcs12(file, p12).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `openssl pkcs12 -export` of `name.pem` + `name.key`; `legacy` adds `-legacy`.
@@ -261,60 +96,24 @@ impl Pki {
             if legacy { "legacy" } else { "modern" },
             hex_upper(password.as_bytes())
         );
-        let pem = format!("{name}.pem");
-        let key = format!("{name}.key");
-        let pass = format!("pass:{password}");
-        let mut a = vec![
-            "pkcs12", "-export", "-in", &pem, "-inkey", &key, "-name", name, "-passout", &pass,
-            "-out", &out,
-        ];
-        if legacy {
-            a.push("-legacy");
-        }
-        openssl(self.dir(), &a);
-        self.read(&out)
+        let p12 = P12::new(name, password).friendly_name(name).legacy(legacy);
+        self.bundle(&out, &p12)
     }
 
     /// A PKCS#12 bundle holding only the certificate (`-nokeys`).
     pub fn p12_without_key(&self, name: &str, password: &str) -> Vec<u8> {
-        let pem = format!("{name}.pem");
-        let pass = format!("pass:{password}");
-        let out = format!("{name}-nokey.p12");
-        openssl(
-            self.dir(),
-            &[
-                "pkcs12", "-export", "-nokeys", "-in", &pem, "-passout", &pass, "-out", &out,
-            ],
-        );
-        self.read(&out)
+        self.bundle(
+            &format!("{name}-nokey.p12"),
+            &P12::without_key(name, password),
+        )
     }
 
-    /// A PKCS#12 bundle whose private key does not belong to the certificate.
-    ///
-    /// `openssl pkcs12 -export -in cert -inkey other.key` refuses ("No certificate matches
-    /// private key") and so does BoringSSL's PKCS12_create; but `-nocerts -inkey other.key
-    /// -certfile cert.pem` writes the key bag and the certificate bag side by side.
+    /// A PKCS#12 bundle whose private key (`other.key`) does not belong to the certificate.
     pub fn p12_key_mismatch(&self, name: &str, password: &str) -> Vec<u8> {
-        let pem = format!("{name}.pem");
-        let pass = format!("pass:{password}");
-        let out = format!("{name}-mismatch.p12");
-        openssl(
-            self.dir(),
-            &[
-                "pkcs12",
-                "-export",
-                "-nocerts",
-                "-inkey",
-                "other.key",
-                "-certfile",
-                &pem,
-                "-passout",
-                &pass,
-                "-out",
-                &out,
-            ],
-        );
-        self.read(&out)
+        self.bundle(
+            &format!("{name}-mismatch.p12"),
+            &P12::key_mismatch("other", name, password),
+        )
     }
 
     /// Thumbprint: SHA-1 of the DER of the PEM certificate in `file`, 40 uppercase hex.
@@ -325,24 +124,14 @@ impl Pki {
 
     /// The same thumbprint computed by the openssl CLI (cross-check).
     pub fn thumbprint_openssl(&self, file: &str) -> String {
-        let out = openssl(
-            self.dir(),
-            &["x509", "-in", file, "-noout", "-fingerprint", "-sha1"],
-        );
-        let s = String::from_utf8_lossy(&out);
-        // "SHA1 Fingerprint=AB:CD:..."
-        s.trim()
-            .rsplit('=')
-            .next()
-            .unwrap_or_default()
-            .replace(':', "")
-            .to_uppercase()
+        self.kit
+            .sha1_fingerprint(file)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The DER of the private key `name.key` (PKCS#8).
     pub fn key_der(&self, name: &str) -> Vec<u8> {
-        let key = format!("{name}.key");
-        openssl(self.dir(), &["pkey", "-in", &key, "-outform", "DER"])
+        self.kit.key_der(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A distinctive slice of the PEM key file: its middle full base64 line (64 characters).
@@ -357,8 +146,9 @@ impl Pki {
 
     /// Write 48 random bytes (a backend ticket key file) and return its path.
     pub fn ticket_key(&self, file: &str) -> PathBuf {
-        openssl(self.dir(), &["rand", "-out", file, "48"]);
-        self.path(file)
+        self.kit
+            .random_file(file, 48)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -367,7 +157,6 @@ impl Default for Pki {
         Self::new()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,7 @@ pub fn urlencode(s: &str) -> String {
 
 /// A running Prometheus with its own temporary config and TSDB.
 pub struct Prometheus {
-    dir: tempfile::TempDir,
+    dir: testkit::TempDir,
     pub addr: SocketAddr,
     child: Option<Child>,
 }
@@ -76,10 +76,7 @@ impl Prometheus {
     /// waits until `/-/ready` answers 200.
     pub fn start(config: &str, files: &[(&str, &str)]) -> Prometheus {
         let bin = binary("prometheus");
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-prom-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = testkit::temp_dir("e2e-prom").expect("temp dir");
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
         for (name, content) in files {
             std::fs::write(dir.path().join(name), content).expect("write prometheus file");

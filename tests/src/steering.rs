@@ -122,7 +122,7 @@ pub struct Steered {
     pub listen: SocketAddr,
     pub admin_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    dir: tempfile::TempDir,
+    dir: testkit::TempDir,
     pub backend: Backend,
     pub pki: Pki,
     /// TCP connections the harness itself made to the data-plane listener (readiness
@@ -140,10 +140,7 @@ impl Steered {
             client_ca: None,
             ticket_key: None,
         });
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-steer-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = testkit::temp_dir("steer").expect("temp dir");
         let mut s = Steered {
             procs: Vec::new(),
             opts,

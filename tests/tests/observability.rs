@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use e2e::http::{policy_with_certificate_id, Admin, Request, TlsClient};
 use e2e::metrics::has_family;
-use e2e::pki::openssl;
 use e2e::prometheus::{promtool, Prometheus};
 use e2e::util::{bin_path, free_port, local, port_open, read_lossy, tail};
 use e2e::{Backend, BackendOpts, Pki, P12_PASSWORD};
@@ -379,7 +378,7 @@ fn dashboards_rules_and_runbooks_are_well_formed() {
 /// An `edgegw run` child with a config written here (short ticket-key rotation and upstream
 /// idle timeout, so rotations and pool expiries happen within the test).
 struct Gw {
-    dir: tempfile::TempDir,
+    dir: testkit::TempDir,
     listen: SocketAddr,
     admin: SocketAddr,
     metrics: SocketAddr,
@@ -388,10 +387,7 @@ struct Gw {
 
 impl Gw {
     fn start() -> Gw {
-        let dir = tempfile::Builder::new()
-            .prefix("edgegw-e2e-obs-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = testkit::temp_dir("e2e-obs").expect("temp dir");
         let (listen, admin, metrics) = (local(free_port()), local(free_port()), local(free_port()));
         let data = dir.path().join("data");
         let cfg = format!(
@@ -675,26 +671,12 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
 
     let pki = Pki::new();
     // A client certificate expiring in 5 days.
-    openssl(
-        pki.dir(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "soon.key",
-            "-out",
-            "soon.pem",
-            "-days",
-            "5",
-            "-subj",
-            "/CN=soon/O=edgegw-test",
-        ],
-    );
+    pki.kit()
+        .self_signed(
+            "soon",
+            &testkit::Cert::new("/CN=soon/O=edgegw-test", testkit::KeyType::P256).days(5),
+        )
+        .expect("soon.pem");
     let backend = Backend::simple(&pki, "server.pem", "server.key");
     // A backend that only accepts client certificates issued by the test CA: the
     // self-signed client-1 is refused (ClientCertificateRejected).

@@ -509,11 +509,7 @@ fn write_minimal_config(mode: &str) -> std::path::PathBuf {
 }
 
 fn write_minimal_config_on(mode: &str, port: u16) -> std::path::PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("edgegw-steer-min-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
+    let dir = testkit::temp_dir("steer-min").expect("temp dir").keep();
     let cfg = format!(
         "[server]\nworkers = 2\ndata_dir = \"{data}\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\
          [admin]\naddress = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n\

@@ -188,9 +188,10 @@ mod tests {
     use crate::admin::rest::ApiBody;
     use crate::admin::rest::BackendBody;
     use crate::admin::ControlPlane;
-    use crate::model::certificate::tests::{Fixtures, TempDir};
+    use crate::model::certificate::tests::Fixtures;
     use crate::store::embedded::{EmbeddedStore, FILE_NAME};
     use crate::store::{Kind, MasterKey, Store, StoreError};
+    use testkit::temp_dir;
 
     const PASSWORD: &str = "s3cret-Pa55";
 
@@ -214,7 +215,7 @@ mod tests {
 
     #[test]
     fn every_change_is_one_line_and_no_secret_reaches_the_log() {
-        let dir = TempDir::new("audit");
+        let dir = temp_dir("audit").unwrap();
         let files = Fixtures::new();
         let store = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
         let cp = control(dir.path(), Box::new(store));
@@ -291,15 +292,7 @@ mod tests {
         for l in key_pem.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!text.contains(l), "PEM line of the key in the audit log");
         }
-        let key_der = {
-            let out = std::process::Command::new("openssl")
-                .args(["pkey", "-in", "rsa.key", "-outform", "DER"])
-                .current_dir(files.dir.path())
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            out.stdout
-        };
+        let key_der = files.pki.key_der("rsa").unwrap();
         for chunk in key_der.chunks(24).filter(|c| c.len() == 24) {
             assert!(!text.contains(&hex::encode(chunk)));
             assert!(!text.contains(&hex::encode_upper(chunk)));
@@ -330,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_failed_store_write_is_followed_by_a_failure_line() {
-        let dir = TempDir::new("audit-fail");
+        let dir = temp_dir("audit-fail").unwrap();
         let cp = control(dir.path(), Box::new(FailingStore));
         let backend: BackendBody = serde_json::from_value(json!({"url": "https://h"})).unwrap();
         let err = cp.put_backend(id("b1"), &backend).unwrap_err();
@@ -346,7 +339,7 @@ mod tests {
 
     #[test]
     fn an_unwritable_audit_log_refuses_the_change() {
-        let dir = TempDir::new("audit-ro");
+        let dir = temp_dir("audit-ro").unwrap();
         let store = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
         let log = AuditLog::open(dir.path()).unwrap();
         // Replace the file handle by a read-only one: every append fails.
@@ -371,7 +364,7 @@ mod tests {
     #[test]
     fn open_creates_a_private_file_and_appends() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = TempDir::new("audit-open");
+        let dir = temp_dir("audit-open").unwrap();
         let rec = AuditRecord {
             operation: Operation::Delete,
             kind: AuditKind::Api,

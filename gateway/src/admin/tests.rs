@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::model::certificate::tests::{contains, Fixtures, TempDir};
+use testkit::{temp_dir, TempDir};
+
+use crate::model::certificate::tests::{contains, Fixtures};
 use crate::store::embedded::{EmbeddedStore, FILE_NAME};
 
 const TOKEN: &str = "test-token-0123456789";
@@ -44,7 +46,7 @@ fn open_control(dir: &Path, published: Arc<AtomicUsize>) -> Result<ControlPlane,
 
 impl Harness {
     fn new() -> Self {
-        let dir = TempDir::new("admin");
+        let dir = temp_dir("admin").unwrap();
         let published = Arc::new(AtomicUsize::new(0));
         let control = Arc::new(open_control(dir.path(), published.clone()).unwrap());
         let router = router(control.clone(), TOKEN.to_owned());
@@ -695,7 +697,7 @@ async fn restart_keeps_everything_and_disk_has_no_clear_key() {
 
 #[test]
 fn undecodable_records_are_errors_naming_them() {
-    let dir = TempDir::new("corrupt");
+    let dir = temp_dir("corrupt").unwrap();
     for (kind, id, record) in [
         (Kind::Backend, "b1", &b"{not json"[..]),
         (
@@ -770,7 +772,7 @@ async fn failed_store_write_changes_nothing() {
         .unwrap(),
     );
     let h = Harness {
-        dir: TempDir::new("flaky"),
+        dir: temp_dir("flaky").unwrap(),
         files: Fixtures::new(),
         router: router(control.clone(), TOKEN.to_owned()),
         control,
@@ -857,7 +859,7 @@ async fn secrets_never_appear_in_errors_or_debug() {
 
 #[test]
 fn admin_token_resolution() {
-    let dir = TempDir::new("token");
+    let dir = temp_dir("token").unwrap();
     assert_eq!(
         resolve_token(Some("cfg".into()), Some("env".into()), dir.path()).unwrap(),
         "env"

@@ -558,12 +558,10 @@ fn load_reports_the_path() {
     assert_eq!(errs.0.len(), 1);
     assert_eq!(errs.0[0].key, path.display().to_string());
 
-    let dir = std::env::temp_dir().join(format!("edgegw-config-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("edgegw.toml");
+    let dir = testkit::temp_dir("config-test").unwrap();
+    let file = dir.path().join("edgegw.toml");
     std::fs::write(&file, "[server]\nworkers = 2\n").unwrap();
     assert_eq!(Config::load(&file).unwrap().server.workers, 2);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -114,8 +114,8 @@ mod tests {
 
     #[test]
     fn writes_one_json_line_per_request() {
-        let path = std::env::temp_dir().join(format!("edgegw-access-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let dir = testkit::temp_dir("access").unwrap();
+        let path = dir.path().join("access.log");
         let logger = AccessLogger::open(&AccessLog::File(path.clone()))
             .unwrap()
             .unwrap();
@@ -147,7 +147,6 @@ mod tests {
         assert_eq!(lines[0]["upstreamResumed"], serde_json::Value::Null);
         assert_eq!(lines[0]["error"], serde_json::Value::Null);
         assert_eq!(lines[1]["error"], "read_failed");
-        std::fs::remove_file(path).ok();
     }
 
     #[test]

@@ -281,307 +281,59 @@ fn reasons(stack: &ErrorStack) -> String {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use testkit::{Cert, KeyType, P12};
 
-    /// A temp dir removed on drop.
-    pub(crate) struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> Self {
-            let mut bytes = [0u8; 8];
-            boring::rand::rand_bytes(&mut bytes).unwrap();
-            let p = std::env::temp_dir().join(format!("edgegw-{tag}-{}", hex::encode(bytes)));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    pub(crate) fn openssl(dir: &Path, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Test PKCS#12 files made with the openssl CLI.
+    /// Test PKCS#12 files made with the openssl CLI (testkit's generator): a modern and a
+    /// legacy RSA bundle, an EC leaf with its CA, an Ed25519 one, and the bad inputs.
     pub(crate) struct Fixtures {
-        pub dir: TempDir,
+        pub pki: testkit::Pki,
     }
 
     impl Fixtures {
         pub(crate) fn new() -> Self {
-            let dir = TempDir::new("p12");
-            let d = dir.path();
+            Self::create().unwrap_or_else(|e| panic!("making the PKCS#12 fixtures: {e}"))
+        }
+
+        fn create() -> Result<Self, String> {
+            let pki = testkit::Pki::new("p12")?;
             // Self-signed RSA-2048.
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    "rsa.key",
-                    "-out",
-                    "rsa.pem",
-                    "-subj",
-                    "/CN=client-1/O=Contoso",
-                    "-days",
-                    "30",
-                ],
-            );
+            pki.self_signed(
+                "rsa",
+                &Cert::new("/CN=client-1/O=Contoso", KeyType::Rsa2048),
+            )?;
             // A CA and an EC P-256 leaf it signs.
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-384",
-                    "-nodes",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                    "-subj",
-                    "/CN=Test CA/O=Contoso",
-                    "-days",
-                    "30",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    "ec.key",
-                    "-out",
-                    "ec.csr",
-                    "-subj",
-                    "/CN=client-2/O=Contoso",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "ec.csr",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    "ec.pem",
-                    "-days",
-                    "30",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ed25519",
-                    "-nodes",
-                    "-keyout",
-                    "ed.key",
-                    "-out",
-                    "ed.pem",
-                    "-subj",
-                    "/CN=client-3",
-                    "-days",
-                    "30",
-                ],
-            );
+            pki.self_signed("ca", &Cert::new("/CN=Test CA/O=Contoso", KeyType::P384))?;
+            pki.signed_by(
+                "ec",
+                &Cert::new("/CN=client-2/O=Contoso", KeyType::P256),
+                "ca",
+            )?;
+            pki.self_signed("ed", &Cert::new("/CN=client-3", KeyType::Ed25519))?;
             // Modern (OpenSSL 3 default: AES-256-CBC + PBKDF2, SHA-256 MAC).
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-in",
-                    "rsa.pem",
-                    "-inkey",
-                    "rsa.key",
-                    "-passout",
-                    "pass:s3cret-Pa55",
-                    "-out",
-                    "modern.p12",
-                ],
-            );
+            pki.pkcs12("modern.p12", &P12::new("rsa", "s3cret-Pa55"))?;
             // Legacy (RC2 + 3DES, SHA-1 MAC).
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-legacy",
-                    "-in",
-                    "rsa.pem",
-                    "-inkey",
-                    "rsa.key",
-                    "-passout",
-                    "pass:s3cret-Pa55",
-                    "-out",
-                    "legacy.p12",
-                ],
-            );
+            pki.pkcs12("legacy.p12", &P12::new("rsa", "s3cret-Pa55").legacy(true))?;
             // EC leaf with its CA in the chain, empty password.
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-in",
-                    "ec.pem",
-                    "-inkey",
-                    "ec.key",
-                    "-certfile",
-                    "ca.pem",
-                    "-passout",
-                    "pass:",
-                    "-out",
-                    "chain.p12",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "pkcs12", "-export", "-in", "ed.pem", "-inkey", "ed.key", "-passout",
-                    "pass:pw", "-out", "ed.p12",
-                ],
-            );
+            pki.pkcs12("chain.p12", &P12::new("ec", "").chain("ca"))?;
+            pki.pkcs12("ed.p12", &P12::new("ed", "pw"))?;
             // Certificate only.
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-nokeys",
-                    "-in",
-                    "rsa.pem",
-                    "-passout",
-                    "pass:pw",
-                    "-out",
-                    "nokey.p12",
-                ],
-            );
+            pki.pkcs12("nokey.p12", &P12::without_key("rsa", "pw"))?;
             // Key bag and certificate bag that do not belong together (EC key, RSA cert;
             // and RSA key, another RSA cert); and a key alone.
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-nocerts",
-                    "-inkey",
-                    "ec.key",
-                    "-certfile",
-                    "rsa.pem",
-                    "-passout",
-                    "pass:pw",
-                    "-out",
-                    "mismatch.p12",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    "rsa2.key",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-nocerts",
-                    "-inkey",
-                    "rsa2.key",
-                    "-certfile",
-                    "rsa.pem",
-                    "-passout",
-                    "pass:pw",
-                    "-out",
-                    "mismatch-rsa.p12",
-                ],
-            );
-            openssl(
-                d,
-                &[
-                    "pkcs12",
-                    "-export",
-                    "-nocerts",
-                    "-inkey",
-                    "rsa2.key",
-                    "-passout",
-                    "pass:pw",
-                    "-out",
-                    "keyonly.p12",
-                ],
-            );
-            // An expired certificate (2001-2004), made with BoringSSL, packed by the CLI.
-            let key =
-                PKey::private_key_from_pem(&std::fs::read(d.join("rsa.key")).unwrap()).unwrap();
-            let mut b = boring::x509::X509Builder::new().unwrap();
-            let mut name = boring::x509::X509NameBuilder::new().unwrap();
-            name.append_entry_by_text("CN", "old").unwrap();
-            let name = name.build();
-            b.set_subject_name(&name).unwrap();
-            b.set_issuer_name(&name).unwrap();
-            b.set_pubkey(&key).unwrap();
-            b.set_not_before(&Asn1Time::from_unix(1_000_000_000).unwrap())
-                .unwrap();
-            b.set_not_after(&Asn1Time::from_unix(1_100_000_000).unwrap())
-                .unwrap();
-            b.sign(&key, MessageDigest::sha256()).unwrap();
-            std::fs::write(d.join("old.pem"), b.build().to_pem().unwrap()).unwrap();
-            openssl(
-                d,
-                &[
-                    "pkcs12", "-export", "-in", "old.pem", "-inkey", "rsa.key", "-passout",
-                    "pass:pw", "-out", "old.p12",
-                ],
-            );
-            Self { dir }
+            pki.pkcs12("mismatch.p12", &P12::key_mismatch("ec", "rsa", "pw"))?;
+            pki.key("rsa2", KeyType::Rsa2048)?;
+            pki.pkcs12("mismatch-rsa.p12", &P12::key_mismatch("rsa2", "rsa", "pw"))?;
+            pki.pkcs12("keyonly.p12", &P12::key_only("rsa2", "pw"))?;
+            // An expired certificate (2001-09-09T01:46:40Z to 2004-11-09T11:33:20Z: the
+            // tests check that instant) with the RSA key.
+            let old = Cert::reusing_key("/CN=old", "rsa");
+            pki.expired("old", &old, "20010909014640Z", "20041109113320Z")?;
+            pki.pkcs12("old.p12", &P12::new("old", "pw").with_key("rsa"))?;
+            Ok(Self { pki })
         }
 
         pub(crate) fn read(&self, name: &str) -> Vec<u8> {
-            std::fs::read(self.dir.path().join(name)).unwrap()
+            self.pki.read(name).unwrap()
         }
 
         pub(crate) fn pem_cert(&self, name: &str) -> X509 {

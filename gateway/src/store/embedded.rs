@@ -114,12 +114,12 @@ impl Store for EmbeddedStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::certificate::tests::TempDir;
     use crate::store::{open, StoreKind, StoreSettings};
+    use testkit::temp_dir;
 
     #[test]
     fn reopen_keeps_data() {
-        let dir = TempDir::new("redb");
+        let dir = temp_dir("redb").unwrap();
         let settings = StoreSettings {
             kind: StoreKind::Embedded,
             data_dir: dir.path().join("nested"),

@@ -286,11 +286,11 @@ pub fn read_or_create_secret(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::model::certificate::tests::TempDir;
+    use testkit::temp_dir;
 
     #[test]
     fn master_key_resolution_order_and_errors() {
-        let dir = TempDir::new("mk");
+        let dir = temp_dir("mk").unwrap();
         let env_key = BASE64.encode([1u8; 32]);
         let file_key = BASE64.encode([2u8; 32]);
         let file = dir.path().join("given.key");

@@ -237,18 +237,11 @@ mod tests {
         build_acceptor(&settings, keys).unwrap()
     }
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("edgegw-tickets-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn a_ticket_survives_one_rotation_but_not_two() {
-        let dir = temp_dir("rotate");
+        let dir = testkit::temp_dir("tickets-rotate").unwrap();
         let keys = TicketKeys::random().unwrap();
-        let acceptor = acceptor(&keys, &dir);
+        let acceptor = acceptor(&keys, dir.path());
         let (resumed, ticket) = connect(&acceptor, None);
         assert!(!resumed);
         let ticket = ticket.expect("server sent a ticket");
@@ -262,19 +255,18 @@ mod tests {
         keys.rotate().unwrap();
         let (resumed, _) = connect(&acceptor, Some(&ticket));
         assert!(!resumed, "a ticket two rotations old is refused");
-        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
     fn processes_sharing_a_secret_resume_each_others_tickets() {
-        let dir = temp_dir("shared");
-        let a = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), &dir);
-        let b = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), &dir);
-        let c = acceptor(&TicketKeys::from_secret(b"another secret").unwrap(), &dir);
+        let tmp = testkit::temp_dir("tickets-shared").unwrap();
+        let dir = tmp.path();
+        let a = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), dir);
+        let b = acceptor(&TicketKeys::from_secret(b"fleet secret").unwrap(), dir);
+        let c = acceptor(&TicketKeys::from_secret(b"another secret").unwrap(), dir);
         let (_, ticket) = connect(&a, None);
         let ticket = ticket.unwrap();
         assert!(connect(&b, Some(&ticket)).0);
         assert!(!connect(&c, Some(&ticket)).0);
-        std::fs::remove_dir_all(dir).ok();
     }
 }

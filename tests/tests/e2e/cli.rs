@@ -61,7 +61,7 @@ fn check_and_version() {
         out
     );
 
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = testkit::temp_dir("e2e").expect("temp dir");
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,

@@ -68,7 +68,7 @@ fn downstream_resumption_tls12() {
 #[test]
 fn openssl_clients_get_aes128_and_one_ticket_that_resumes() {
     let f = Fixture::standard();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = testkit::temp_dir("e2e").expect("temp dir");
     let session = dir.path().join("session.pem");
     let connect = format!("127.0.0.1:{}", f.gw.listen.port());
     let s_client = |extra: &[&str]| {

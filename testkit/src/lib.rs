@@ -1,0 +1,32 @@
+//! Test support shared by the gateway's unit tests, the e2e suite (`tests/`) and loadtest's
+//! harness, so that each of them stops carrying its own copy:
+//!
+//! - [`openssl`]: running the openssl CLI, with errors that say what failed and why;
+//! - [`pki`]: one test PKI generator (keys, self-signed and CA-signed certificates, PKCS#12
+//!   bundles in OpenSSL 3's default and `-legacy` forms, and the deliberately bad bundles);
+//! - [`temp_dir`]: temporary directories (removed on drop);
+//! - [`nginx`]: one nginx config writer (nginx as an mTLS backend or as a TLS proxy).
+//!
+//! Everything returns `Result<_, String>`: loadtest reports the error to its user, tests
+//! `.expect()` it.
+
+pub mod nginx;
+pub mod openssl;
+pub mod pki;
+
+pub use nginx::NginxConfig;
+pub use pki::{Cert, KeyType, Pki, P12};
+pub use tempfile::TempDir;
+
+/// A fresh temporary directory named `edgegw-TAG-…` (the tag says in `/tmp` whose it is).
+pub fn temp_dir(tag: &str) -> Result<TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(&format!("edgegw-{tag}-"))
+        .tempdir()
+        .map_err(|e| {
+            format!(
+                "creating a temporary directory in {}: {e}",
+                std::env::temp_dir().display()
+            )
+        })
+}
