@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::model::{Backend, Certificate, Resources, Thumbprint};
+use crate::model::{Backend, Certificate, CredentialId, Resources};
 use crate::tls::client;
 use crate::upstream::{Endpoint, PoolKey, UpstreamTls};
 
@@ -96,11 +96,12 @@ impl Resolver {
     }
 }
 
-/// Identity of a TLS context: the certificate object itself (a re-upload is a new object)
-/// and the validation flags.
+/// Identity of a TLS context: the credential's identity (the same one the pool and the
+/// session store key by) and the validation flags. A re-upload of the same chain keeps its
+/// context; another chain or certificate gets a new one.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ContextKey {
-    certificate: Option<usize>,
+    credential: Option<CredentialId>,
     validate_chain: bool,
     validate_name: bool,
 }
@@ -223,10 +224,10 @@ fn build_target(
         tls: None,
         certificate_id: Arc::from(certificate.map_or("none", |c| c.id.as_str())),
     };
-    let thumbprint: Option<Thumbprint> = certificate.map(|c| c.info.thumbprint);
+    let credential: Option<CredentialId> = certificate.map(|c| c.credential);
     if url.tls {
         let key = ContextKey {
-            certificate: certificate.map(|c| Arc::as_ptr(c) as usize),
+            credential,
             validate_chain: backend.validate_chain,
             validate_name: backend.validate_name,
         };
@@ -266,7 +267,7 @@ fn build_target(
                 .tls
                 .then(|| host.clone())
                 .filter(|h| h.parse::<std::net::IpAddr>().is_err()),
-            thumbprint,
+            credential,
             validate_chain: backend.validate_chain,
             validate_name: backend.validate_name,
             tls: url.tls,
@@ -303,6 +304,7 @@ pub fn push_upstream_path(out: &mut Vec<u8>, base_path: &str, rest: &str, query:
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -343,6 +345,68 @@ mod tests {
             Some(("/orders/archive".into(), "/2".into()))
         );
         assert_eq!(hit("/ordersx"), Some(("/".into(), "/ordersx".into())));
+    }
+
+    /// A re-upload of the same chain keeps its TLS context and pool key (so pooled
+    /// connections and sessions stay usable); the same leaf with another chain is another
+    /// credential: a new context and a new pool key, never sharing sessions.
+    #[test]
+    fn one_context_and_pool_key_per_credential_identity() {
+        use crate::model::certificate::tests::Fixtures;
+        use crate::model::certificate::{certificate_from_parts, parse_pkcs12};
+        use crate::model::{Api, CertificateRef, ResourceId};
+        let id = |s: &str| ResourceId::parse(s).unwrap();
+        let f = Fixtures::new();
+        let first = parse_pkcs12(id("c1"), &f.read("chain.p12"), "").unwrap();
+        let again = parse_pkcs12(id("c1"), &f.read("chain.p12"), "").unwrap();
+        let leaf_only =
+            certificate_from_parts(id("c1"), first.leaf.clone(), vec![], first.key.clone())
+                .unwrap();
+        assert_eq!(first.credential, again.credential);
+        assert_eq!(first.info.thumbprint, leaf_only.info.thumbprint);
+        assert_ne!(first.credential, leaf_only.credential);
+
+        let mut resources = Resources::default();
+        let backend = Backend::new(
+            id("b1"),
+            "https://127.0.0.1:9",
+            false,
+            false,
+            Some(CertificateRef::Id(id("c1"))),
+        )
+        .unwrap();
+        resources.backends.insert(id("b1"), backend);
+        resources
+            .apis
+            .insert(id("a1"), Api::new(id("a1"), "/a", "b1").unwrap());
+        let publisher = Publisher::new();
+        let mut publish = |cert: &Certificate| {
+            let cert = certificate_from_parts(
+                id("c1"),
+                cert.leaf.clone(),
+                cert.chain.clone(),
+                cert.key.clone(),
+            )
+            .unwrap();
+            resources.certificates.insert(id("c1"), Arc::new(cert));
+            publisher.publish(&resources);
+            let snapshot = publisher.handle().load_full();
+            let (route, _) = snapshot.route("/a").unwrap();
+            let target = &route.target;
+            let tls = target.tls.clone().unwrap();
+            let key = target.endpoint.as_ref().unwrap().key.clone();
+            (tls, key)
+        };
+        let (tls1, key1) = publish(&first);
+        let (tls2, key2) = publish(&again);
+        let (tls3, key3) = publish(&leaf_only);
+        assert!(Arc::ptr_eq(&tls1, &tls2), "a re-upload keeps the context");
+        assert_eq!(key1, key2);
+        assert!(
+            !Arc::ptr_eq(&tls2, &tls3),
+            "another chain gets its own context"
+        );
+        assert_ne!(key2, key3);
     }
 
     #[test]

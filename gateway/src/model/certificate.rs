@@ -17,7 +17,7 @@ use boring::pkey::{HasPublic, Id, PKey, PKeyRef, Private};
 use boring::x509::{X509NameRef, X509};
 use time::OffsetDateTime;
 
-use super::{Certificate, CertificateInfo, ResourceId, Thumbprint};
+use super::{Certificate, CertificateInfo, CredentialId, ResourceId, Thumbprint};
 
 /// Why an uploaded PKCS#12 file was refused. Each variant is one contract error code.
 ///
@@ -172,9 +172,19 @@ pub fn certificate_from_parts(
         self_signed,
         key_algorithm: key_algorithm(&key),
     };
+    let mut chain_hash = boring::sha::Sha256::new();
+    chain_hash.update(&leaf.to_der().map_err(invalid)?);
+    for c in &chain {
+        chain_hash.update(&c.to_der().map_err(invalid)?);
+    }
+    let credential = CredentialId {
+        thumbprint: info.thumbprint,
+        chain_digest: chain_hash.finish(),
+    };
     Ok(Certificate {
         id,
         info,
+        credential,
         leaf,
         chain,
         key,

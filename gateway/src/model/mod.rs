@@ -78,6 +78,30 @@ impl fmt::Debug for Thumbprint {
     }
 }
 
+/// The one identity of a credential, used everywhere a credential decides what may be
+/// shared: the upstream TLS context cache, the pool key and the session store. The
+/// thumbprint names the leaf; the digest (SHA-256 over the leaf and chain DER, in order)
+/// also tells apart two uploads of one leaf with different intermediates. The private key
+/// is not hashed: it is the one the leaf's public key matches (checked at intake). A
+/// re-upload of the same chain has the same identity, so contexts, pooled connections and
+/// sessions made with it stay valid.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CredentialId {
+    pub thumbprint: Thumbprint,
+    pub chain_digest: [u8; 32],
+}
+
+impl fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CredentialId({}, {})",
+            self.thumbprint,
+            hex::encode(&self.chain_digest[..8])
+        )
+    }
+}
+
 /// The public description of an uploaded client certificate (the REST resource).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateInfo {
@@ -95,6 +119,8 @@ pub struct CertificateInfo {
 pub struct Certificate {
     pub id: ResourceId,
     pub info: CertificateInfo,
+    /// What makes two certificates interchangeable on the wire.
+    pub credential: CredentialId,
     pub leaf: X509,
     /// Intermediates sent after the leaf (may be empty).
     pub chain: Vec<X509>,

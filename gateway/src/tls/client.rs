@@ -162,10 +162,11 @@ pub fn new_connection(
         }
     }
     if let Some(session) = session {
-        // SAFETY: the pool keys sessions by everything that shapes this context (address,
-        // SNI, certificate thumbprint, validation flags), and contexts for one key are the
-        // same object for as long as that key's binding lasts, so the session belongs to an
-        // equivalent context.
+        // SAFETY: `set_session` needs a session made under an equivalent context. Sessions
+        // are keyed by the pool key (address, SNI, credential identity = thumbprint and chain
+        // digest, validation flags); the publisher keeps one context per (credential
+        // identity, flags), so one per pool key, and the session store (upstream::sessions)
+        // hands out a session only to the very context object it was made under.
         unsafe { ssl.set_session(session)? };
     }
     Ok(ssl)

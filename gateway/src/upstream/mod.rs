@@ -15,7 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::buffer::{ByteSink, ByteSource, InBuffer};
-use crate::model::Thumbprint;
+use crate::model::CredentialId;
 use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::{TlsError, TlsStream};
 
@@ -29,7 +29,8 @@ pub use sessions::{ResumeMiss, SharedSessions};
 pub struct PoolKey {
     pub addr: SocketAddr,
     pub sni: Option<Arc<str>>,
-    pub thumbprint: Option<Thumbprint>,
+    /// The client certificate presented (thumbprint and chain digest), if any.
+    pub credential: Option<CredentialId>,
     pub validate_chain: bool,
     pub validate_name: bool,
     pub tls: bool,
