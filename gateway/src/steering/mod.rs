@@ -10,6 +10,10 @@
 //! worker's load for `least-loaded` (open connections plus its listener's accept queue),
 //! and copies the program's counters into the metrics. Workers never make a BPF syscall.
 
+// The eBPF program handle is shared by the steering thread and the control plane, never
+// by a worker (no worker makes a BPF syscall).
+#![allow(clippy::disallowed_types)]
+
 pub mod bpf;
 pub mod handover;
 

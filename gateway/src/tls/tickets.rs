@@ -175,6 +175,8 @@ fn init_contexts(
 }
 
 #[cfg(test)]
+// A test with blocking sockets on plain threads, not an event loop: a Mutex is fine.
+#[allow(clippy::disallowed_types)]
 mod tests {
     use super::*;
     use crate::tls::server::{build_acceptor, ServerTlsSettings};
