@@ -413,6 +413,35 @@ mod tests {
         assert_ne!(key2, key3);
     }
 
+    /// Publishing fills the address cache; a refresh that finds the same addresses asks for
+    /// no publish, one that finds an address moved does and corrects the cache.
+    #[test]
+    fn dns_refresh_reports_moved_addresses() {
+        use crate::model::ResourceId;
+        let id = |s: &str| ResourceId::parse(s).unwrap();
+        let mut resources = Resources::default();
+        let backend = Backend::new(id("b1"), "http://localhost:9", true, true, None).unwrap();
+        resources.backends.insert(id("b1"), backend);
+        let api = crate::model::Api::new(id("a1"), "/a", "b1").unwrap();
+        resources.apis.insert(id("a1"), api);
+        let publisher = Publisher::new();
+        publisher.publish(&resources);
+        let key = ("localhost".to_owned(), 9);
+        let resolved = *publisher.resolver.lock().get(&key).unwrap();
+        assert!(resolved.ip().is_loopback());
+        assert!(!publisher.refresh_dns(&resources), "nothing moved");
+        let stale: SocketAddr = "192.0.2.1:9".parse().unwrap();
+        publisher.resolver.lock().insert(key.clone(), stale);
+        assert!(publisher.refresh_dns(&resources), "the address moved back");
+        assert_eq!(publisher.resolver.lock().get(&key), Some(&resolved));
+        resources.backends.clear();
+        publisher.refresh_dns(&resources);
+        assert!(
+            publisher.resolver.lock().is_empty(),
+            "unused names leave the cache"
+        );
+    }
+
     #[test]
     fn no_route_without_a_matching_prefix() {
         let s = snapshot(&["/orders"]);

@@ -885,3 +885,76 @@ fn admin_token_resolution() {
     assert_eq!(mode & 0o777, 0o600);
     assert!(!dir.path().join("token").exists());
 }
+
+/// A write runs off the async thread and holds nothing reads need: while one is stuck in
+/// its publish, a read on the same current-thread runtime answers (from the resources as
+/// they were before the write), and the write completes once released. With writes on the
+/// async thread, the read could not run until the write finished.
+#[tokio::test]
+async fn reads_answer_while_a_write_is_in_progress() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = temp_dir("admin-slow-write").unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let hold = Arc::new(AtomicBool::new(false));
+    let holding = hold.clone();
+    let store = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
+    let publish: Publish = Box::new(move |_| {
+        if holding.load(Ordering::SeqCst) {
+            entered_tx.lock().unwrap().send(()).unwrap();
+            // Bounded, so a broken build fails the assertions below instead of hanging.
+            let _ = release_rx
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+    });
+    let control = Arc::new(ControlPlane::open(Box::new(store), master_key(), publish).unwrap());
+    let app = router(control, TOKEN.to_owned());
+    let request = |method: &str, uri: &str, body: Option<Value>| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Body::empty, |v| Body::from(v.to_string())))
+            .unwrap()
+    };
+    hold.store(true, Ordering::SeqCst);
+    let put = tokio::spawn(app.clone().oneshot(request(
+        "PUT",
+        "/backends/b1",
+        Some(json!({"url": "https://127.0.0.1:9"})),
+    )));
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the write reached its publish");
+    let listed = app
+        .clone()
+        .oneshot(request("GET", "/backends", None))
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(listed.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        listed,
+        json!({"value": []}),
+        "the read sees the state before the write"
+    );
+    release_tx.send(()).unwrap();
+    let put = put.await.unwrap().unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    hold.store(false, Ordering::SeqCst);
+    let got = app
+        .oneshot(request("GET", "/backends/b1", None))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+}
