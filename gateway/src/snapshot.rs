@@ -209,20 +209,9 @@ fn build_target(
 ) -> Target {
     let url = &backend.url;
     let host: Arc<str> = Arc::from(url.host.as_str());
-    let default_port = if url.tls { 443 } else { 80 };
-    let host_in_header = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let authority = if url.port == default_port {
-        host_in_header
-    } else {
-        format!("{host_in_header}:{}", url.port)
-    };
     let mut target = Target {
         backend_id: Arc::from(backend.id.as_str()),
-        authority: Arc::from(authority),
+        authority: Arc::from(authority(url)),
         base_path: url.base_path.clone(),
         endpoint: Err(String::new()),
         tls: None,
@@ -237,18 +226,7 @@ fn build_target(
         };
         let tls = match cache.remove(&key).or_else(|| used.get(&key).cloned()) {
             Some(tls) => Ok(tls),
-            None => client::build_context(
-                certificate.map(|c| c.as_ref()),
-                backend.validate_chain,
-                backend.validate_name,
-            )
-            .map(|context| {
-                Arc::new(UpstreamTls {
-                    context,
-                    validate_name: backend.validate_name,
-                })
-            })
-            .map_err(|e| format!("building the TLS context failed: {e}")),
+            None => new_context(backend, certificate),
         };
         match tls {
             Ok(tls) => {
@@ -281,6 +259,39 @@ fn build_target(
         tracing::warn!(backend = %backend.id, error = %e, "backend address does not resolve");
     }
     target
+}
+
+/// The `Host` header value of a backend: the host (IPv6 in brackets), with the port when it
+/// is not the scheme's default.
+fn authority(url: &crate::model::BackendUrl) -> String {
+    let default_port = if url.tls { 443 } else { 80 };
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    if url.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", url.port)
+    }
+}
+
+/// A new client TLS context for a backend's flags and certificate.
+fn new_context(
+    backend: &Backend,
+    certificate: Option<&Arc<Certificate>>,
+) -> Result<Arc<UpstreamTls>, String> {
+    let context = client::build_context(
+        certificate.map(|c| c.as_ref()),
+        backend.validate_chain,
+        backend.validate_name,
+    )
+    .map_err(|e| format!("building the TLS context failed: {e}"))?;
+    Ok(Arc::new(UpstreamTls {
+        context,
+        validate_name: backend.validate_name,
+    }))
 }
 
 /// Resolves on the control plane (a writer's blocking thread or the refresh thread), so no

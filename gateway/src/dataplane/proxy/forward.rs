@@ -116,23 +116,7 @@ async fn connection(
     let offered = session.clone();
     match upstream::connect(endpoint, tls, session, timeout).await {
         Ok(mut conn) => {
-            if let Some(resumed) = conn.resumed {
-                ctx.metrics
-                    .upstream_handshake(&target.backend_id, resumed, started.elapsed());
-                if !resumed {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let why = upstream::ResumeMiss::of(offered.as_ref(), now);
-                    ctx.metrics
-                        .upstream_resumption_miss(&target.backend_id, why.as_str());
-                }
-            }
-            let open = ctx
-                .metrics
-                .upstream_open(&target.backend_id, &target.certificate_id);
-            open.increment(1.0);
-            conn.open = Some(upstream::OpenConnection(open));
+            count_new_connection(ctx, target, &mut conn, offered.as_ref(), started);
             Ok(conn)
         }
         Err(ConnectError::Timeout) => Err(ProxyError::new(
@@ -151,6 +135,34 @@ async fn connection(
             Err(tls_error(ctx, target, reason, &why))
         }
     }
+}
+
+/// Counts a new connection: its handshake (and why it did not resume, if it did not), and
+/// in the open-connections gauge for as long as it lives.
+fn count_new_connection(
+    ctx: &WorkerContext,
+    target: &Target,
+    conn: &mut UpstreamConn,
+    offered: Option<&boring::ssl::SslSession>,
+    started: Instant,
+) {
+    if let Some(resumed) = conn.resumed {
+        ctx.metrics
+            .upstream_handshake(&target.backend_id, resumed, started.elapsed());
+        if !resumed {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let why = upstream::ResumeMiss::of(offered, now);
+            ctx.metrics
+                .upstream_resumption_miss(&target.backend_id, why.as_str());
+        }
+    }
+    let open = ctx
+        .metrics
+        .upstream_open(&target.backend_id, &target.certificate_id);
+    open.increment(1.0);
+    conn.open = Some(upstream::OpenConnection(open));
 }
 
 /// A failed TLS connection to the backend: counted and logged by reason, answered 500.

@@ -71,27 +71,8 @@ pub(super) async fn relay(
     );
     drop(upstream_tokens);
     client.response = response;
-    let sent_head = client.tls.buffer_write(&out).is_ok();
+    let body = deliver(ctx, client, &mut conn, &out, framing).await;
     client.response_head = out;
-    let body = if !sent_head {
-        Err(BodyError::Sink("encrypting the response failed".into()))
-    } else if framing == Framing::Empty {
-        client
-            .tls
-            .flush_writes()
-            .await
-            .map_err(|e| BodyError::Sink(e.to_string()))
-    } else {
-        let timeout = ctx.limits.request_timeout;
-        forward_body(
-            &mut conn.buffered,
-            &mut conn.io,
-            &mut client.tls,
-            framing,
-            timeout,
-        )
-        .await
-    };
     let complete = body.is_ok();
     check_in(ctx, conn, complete && upstream_reusable);
     if let Err(e) = body {
@@ -103,6 +84,36 @@ pub(super) async fn relay(
         upstream: Some(upstream),
         error: None,
     })
+}
+
+/// Sends the response head (joined with the start of the body in one write where it can)
+/// and streams the body from the backend.
+async fn deliver(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    conn: &mut UpstreamConn,
+    head: &[u8],
+    framing: Framing,
+) -> Result<(), BodyError> {
+    if client.tls.buffer_write(head).is_err() {
+        return Err(BodyError::Sink("encrypting the response failed".into()));
+    }
+    if framing == Framing::Empty {
+        return client
+            .tls
+            .flush_writes()
+            .await
+            .map_err(|e| BodyError::Sink(e.to_string()));
+    }
+    let timeout = ctx.limits.request_timeout;
+    forward_body(
+        &mut conn.buffered,
+        &mut conn.io,
+        &mut client.tls,
+        framing,
+        timeout,
+    )
+    .await
 }
 
 /// How the response body is delimited (none for HEAD, 204 and 304).
