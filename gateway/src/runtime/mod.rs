@@ -97,7 +97,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(|e| fail("master key", e))
     };
     let token = admin::resolve_token(
-        config.admin.token.clone(),
+        config.admin.token.as_ref(),
         std::env::var("EDGEGW_ADMIN_TOKEN").ok(),
         &data_dir,
     )
@@ -356,7 +356,7 @@ enum Exit {
 
 struct ControlPlaneParts<'a> {
     control: Arc<ControlPlane>,
-    token: String,
+    token: admin::AdminToken,
     admin_listener: TcpListener,
     metrics_listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
