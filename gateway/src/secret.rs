@@ -7,10 +7,16 @@
 //! the config file, the process environment) or by moving it are out of its reach. The point
 //! is that no secret stays readable in freed memory for its whole lifetime, where a
 //! memory-disclosure bug or a core dump would find it.
+//!
+//! The test that formats every config and key type with `{:?}` and looks for the secrets
+//! in the output lives in [`tests`] (`gateway/src/secret/tests.rs`).
 
 use std::fmt;
 
 use zeroize::Zeroize;
+
+#[cfg(test)]
+mod tests;
 
 /// A secret value: `Debug` prints `<redacted>`, the value is zeroized on drop, and `==`
 /// (for byte-like values) takes the same time wherever two values differ.

@@ -188,12 +188,15 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-fn generate_p256_key() -> Result<PKey<Private>, boring::error::ErrorStack> {
+pub(crate) fn generate_p256_key() -> Result<PKey<Private>, boring::error::ErrorStack> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     PKey::from_ec_key(EcKey::generate(&group)?)
 }
 
-fn self_signed_cert(key: &PKey<Private>, host: &str) -> Result<X509, boring::error::ErrorStack> {
+pub(crate) fn self_signed_cert(
+    key: &PKey<Private>,
+    host: &str,
+) -> Result<X509, boring::error::ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", host)?;
     let name = name.build();

@@ -143,6 +143,17 @@ impl TicketKeys {
         Ok(())
     }
 
+    /// The secret bytes of the current and previous keys, for tests that check they never
+    /// appear in output.
+    #[cfg(test)]
+    pub(crate) fn secrets_for_test(&self) -> Vec<[u8; 32]> {
+        let ring = self.ring.load();
+        std::iter::once(&ring.current)
+            .chain(ring.previous.as_ref())
+            .flat_map(|k| [k.aes_key, k.hmac_key])
+            .collect()
+    }
+
     /// Installs the ticket callback on a server context.
     pub fn install(&self, builder: &mut SslContextBuilder) {
         let ring = self.ring.clone();
