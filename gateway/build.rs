@@ -17,12 +17,10 @@ const CLANG_FLAGS: &[&str] = &["-target", "bpfel", "-O2", "-fno-ident", "-Wall",
 const SOURCE: &str = "edgegw_steer.c";
 const OBJECT: &str = "edgegw_steer.o";
 
-fn main() {
-    let manifest = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
+fn main() -> Result<(), String> {
+    let manifest = PathBuf::from(cargo_env("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest.join("..").join("ebpf");
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join(OBJECT);
+    let out = PathBuf::from(cargo_env("OUT_DIR")?).join(OBJECT);
     println!("cargo:rerun-if-changed={}", ebpf_dir.join(SOURCE).display());
     println!("cargo:rerun-if-changed={}", ebpf_dir.join(OBJECT).display());
     println!("cargo:rerun-if-env-changed=EDGEGW_BPF_CLANG");
@@ -44,6 +42,14 @@ fn main() {
         "cargo:rustc-env=EDGEGW_BPF_CLANG_FLAGS={}",
         CLANG_FLAGS.join(" ")
     );
+    Ok(())
+}
+
+/// A variable cargo sets for every build-script run; missing only when the script is run
+/// by hand, which the error says.
+fn cargo_env(name: &str) -> Result<std::ffi::OsString, String> {
+    std::env::var_os(name)
+        .ok_or_else(|| format!("{name} is not set: build scripts are run by cargo, not by hand"))
 }
 
 enum Compile {

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod secret;
 pub mod snapshot;
 pub mod steering;
 pub mod store;

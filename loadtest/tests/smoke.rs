@@ -2,6 +2,9 @@
 //! directory), then every scenario of `loadtest run` for about two seconds each, asserting
 //! zero errors. Never a speed: the machine may be busy.
 
+// Test code: helpers outside #[test] functions fail their test by panicking, with the message.
+#![allow(clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

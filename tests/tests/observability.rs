@@ -27,6 +27,9 @@
 //!   except [`ABSENT_OK`].
 //! - The audit log has one line per admin change and no secret.
 
+// Test code: helpers outside #[test] functions fail their test by panicking, with the message.
+#![allow(clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo build --release --bins && cargo test --release -p e2e --test steering`
 
+// Test code: helpers outside #[test] functions fail their test by panicking, with the message.
+#![allow(clippy::expect_used)]
+
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

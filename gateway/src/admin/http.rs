@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::rest::{ApiBody, BackendBody, CertificateBody, CertificateResource};
-use super::{AdminError, ControlPlane, Written};
+use super::{AdminError, AdminToken, ControlPlane, Written};
 use crate::model::ResourceId;
+use crate::secret::Secret;
 
 /// The largest request body accepted (1 MiB); larger ones get 413 `PayloadTooLarge`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -28,8 +29,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 type Control = State<Arc<ControlPlane>>;
 
 /// The management API: every route of contract §3 behind the bearer `token`.
-pub fn router(control: Arc<ControlPlane>, token: String) -> Router {
-    let auth = Arc::new(TokenCheck::new(&token));
+pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
+    let auth = Arc::new(token);
     Router::new()
         .route("/certificates", get(list_certificates))
         .route(
@@ -55,44 +56,25 @@ pub fn router(control: Arc<ControlPlane>, token: String) -> Router {
         .with_state(control)
 }
 
-/// Holds the SHA-256 of the token; presented tokens are hashed and compared in constant
-/// time (so neither content nor length leaks through timing).
-struct TokenCheck {
-    digest: [u8; 32],
-    enabled: bool,
-}
-
-impl TokenCheck {
-    fn new(token: &str) -> Self {
-        Self {
-            digest: boring::sha::sha256(token.as_bytes()),
-            // An empty token would let `Authorization: Bearer ` in: refuse everything.
-            enabled: !token.is_empty(),
-        }
-    }
-
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let Ok(value) = value.to_str() else {
-            return false;
-        };
-        let Some((scheme, presented)) = value.trim().split_once(' ') else {
-            return false;
-        };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return false;
-        }
-        let presented = boring::sha::sha256(presented.trim().as_bytes());
-        boring::memcmp::eq(&presented, &self.digest) && self.enabled
-    }
+/// Whether the request's `Authorization: Bearer <token>` carries the admin token (the
+/// scheme is case-insensitive; the comparison is [`AdminToken::verify`]'s, constant time).
+fn authorized(token: &AdminToken, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let Some((scheme, presented)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer") && token.verify(presented.trim())
 }
 
 /// Checks the bearer token on every request (known routes or not), and turns axum's bare
 /// 405 into the JSON error shape (keeping its `Allow` header).
-async fn guard(State(auth): State<Arc<TokenCheck>>, request: Request, next: Next) -> Response {
-    if !auth.allows(request.headers()) {
+async fn guard(State(auth): State<Arc<AdminToken>>, request: Request, next: Next) -> Response {
+    if !authorized(&auth, request.headers()) {
         return AdminError::unauthorized().into_response();
     }
     let method = request.method().clone();
@@ -239,19 +221,26 @@ async fn put_certificate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
-    let body: CertificateBody = json_body(body)?;
-    let compact: Vec<u8> = body
-        .data
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let der = BASE64
-        .decode(&compact)
-        .map_err(|_| AdminError::invalid_request("The field data is not valid base64."))?;
-    let password = body.password;
+    let mut body: CertificateBody = json_body(body)?;
+    // Copies of the PKCS#12 file are wiped like the body they come from.
+    let compact: Secret<Vec<u8>> = Secret::new(
+        body.data
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    let der = Secret::new(
+        BASE64
+            .decode(compact.expose())
+            .map_err(|_| AdminError::invalid_request("The field data is not valid base64."))?,
+    );
+    let password = Secret::new(std::mem::take(&mut body.password));
     let (status, info) = {
         let id = id.clone();
-        write(c, move |c| c.put_certificate(id, &der, &password)).await?
+        write(c, move |c| {
+            c.put_certificate(id, der.expose(), password.expose())
+        })
+        .await?
     };
     Ok(written(status, CertificateResource::new(&id, &info)))
 }

@@ -19,8 +19,8 @@ pub mod audit;
 pub mod error;
 pub mod http;
 pub mod rest;
+pub mod token;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -31,13 +31,14 @@ use tracing::{error, info, warn};
 pub use audit::{AuditKind, AuditLog, AuditRecord, Operation};
 pub use error::AdminError;
 pub use http::router;
+pub use token::{resolve_token, AdminToken, ADMIN_TOKEN_FILE};
 
 use crate::model::certificate::parse_pkcs12;
 use crate::model::policy::{parse_policy, EMPTY_POLICY};
 use crate::model::{
     Api, Backend, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint,
 };
-use crate::store::{read_or_create_secret, records, Kind, MasterKey, Store, StoreError};
+use crate::store::{records, Kind, MasterKey, Store, StoreError};
 use rest::{ApiBody, ApiResource, BackendBody, BackendResource};
 
 /// Called with the complete resources after loading and after every change; builds and
@@ -112,30 +113,6 @@ impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane").finish_non_exhaustive()
     }
-}
-
-/// The file holding a generated admin token inside the data directory.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-
-/// Resolves the admin bearer token: `EDGEGW_ADMIN_TOKEN` wins (when set and not empty),
-/// then the configured `admin.token` (when not empty), else a random token generated once
-/// into `data_dir/admin.token` (mode 0600) and reused afterwards.
-pub fn resolve_token(
-    configured: Option<String>,
-    env_value: Option<String>,
-    data_dir: &Path,
-) -> Result<String, std::io::Error> {
-    if let Some(t) = env_value.filter(|t| !t.trim().is_empty()) {
-        return Ok(t.trim().to_owned());
-    }
-    if let Some(t) = configured.filter(|t| !t.trim().is_empty()) {
-        return Ok(t.trim().to_owned());
-    }
-    read_or_create_secret(&data_dir.join(ADMIN_TOKEN_FILE), || {
-        let mut bytes = [0u8; 32];
-        boring::rand::rand_bytes(&mut bytes).map_err(std::io::Error::other)?;
-        Ok(hex::encode(bytes))
-    })
 }
 
 impl ControlPlane {

@@ -4,13 +4,15 @@
 //! `store::records`': the REST contract is not the disk format.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize as _;
 
 use crate::model::{
     format_rfc3339, Api, Backend, CertificateInfo, CertificateRef, InvalidRequest, ResourceId,
     Thumbprint,
 };
 
-/// The body of `PUT /certificates/{id}`. `Debug` leaves out both fields.
+/// The body of `PUT /certificates/{id}`. `Debug` leaves out both fields; both are wiped on
+/// drop.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateBody {
@@ -18,6 +20,14 @@ pub struct CertificateBody {
     pub data: String,
     /// The PKCS#12 password (may be empty). Never stored or logged.
     pub password: String,
+}
+
+impl Drop for CertificateBody {
+    fn drop(&mut self) {
+        // The password opens the private key inside the PKCS#12 file: wipe both.
+        self.data.zeroize();
+        self.password.zeroize();
+    }
 }
 
 impl std::fmt::Debug for CertificateBody {

@@ -1,6 +1,7 @@
 //! Handler tests through the real router (`tower::ServiceExt::oneshot`), with PKCS#12
 //! files made by the openssl CLI.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -49,7 +50,7 @@ impl Harness {
         let dir = temp_dir("admin").unwrap();
         let published = Arc::new(AtomicUsize::new(0));
         let control = Arc::new(open_control(dir.path(), published.clone()).unwrap());
-        let router = router(control.clone(), TOKEN.to_owned());
+        let router = router(control.clone(), AdminToken::new(TOKEN.into()));
         Self {
             dir,
             files: Fixtures::new(),
@@ -665,7 +666,7 @@ async fn restart_keeps_everything_and_disk_has_no_clear_key() {
     let control = Arc::new(open_control(dir.path(), published.clone()).unwrap());
     assert_eq!(published.load(Ordering::SeqCst), 1);
     let h = Harness {
-        router: router(control.clone(), TOKEN.to_owned()),
+        router: router(control.clone(), AdminToken::new(TOKEN.into())),
         dir,
         files,
         control,
@@ -774,7 +775,7 @@ async fn failed_store_write_changes_nothing() {
     let h = Harness {
         dir: temp_dir("flaky").unwrap(),
         files: Fixtures::new(),
-        router: router(control.clone(), TOKEN.to_owned()),
+        router: router(control.clone(), AdminToken::new(TOKEN.into())),
         control,
         published,
     };
@@ -856,36 +857,6 @@ async fn secrets_never_appear_in_errors_or_debug() {
         assert!(!out.contains(&hex::encode([42u8; 32])), "{out}");
     }
 }
-
-#[test]
-fn admin_token_resolution() {
-    let dir = temp_dir("token").unwrap();
-    assert_eq!(
-        resolve_token(Some("cfg".into()), Some("env".into()), dir.path()).unwrap(),
-        "env"
-    );
-    assert_eq!(
-        resolve_token(Some("cfg".into()), Some("".into()), dir.path()).unwrap(),
-        "cfg"
-    );
-    assert_eq!(
-        resolve_token(Some("cfg".into()), None, dir.path()).unwrap(),
-        "cfg"
-    );
-    let data = dir.path().join("data");
-    let t1 = resolve_token(Some(String::new()), None, &data).unwrap();
-    assert_eq!(t1.len(), 64);
-    let t2 = resolve_token(None, None, &data).unwrap();
-    assert_eq!(t1, t2);
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(data.join(ADMIN_TOKEN_FILE))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
-    assert!(!dir.path().join("token").exists());
-}
-
 /// A write runs off the async thread and holds nothing reads need: while one is stuck in
 /// its publish, a read on the same current-thread runtime answers (from the resources as
 /// they were before the write), and the write completes once released. With writes on the
@@ -913,7 +884,7 @@ async fn reads_answer_while_a_write_is_in_progress() {
         }
     });
     let control = Arc::new(ControlPlane::open(Box::new(store), master_key(), publish).unwrap());
-    let app = router(control, TOKEN.to_owned());
+    let app = router(control, AdminToken::new(TOKEN.into()));
     let request = |method: &str, uri: &str, body: Option<Value>| {
         Request::builder()
             .method(method)

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 pub use duration::parse_duration;
 
+use crate::secret::Secret;
+
 /// Largest accepted `server.workers`.
 pub const MAX_WORKERS: usize = 1024;
 
@@ -117,7 +119,8 @@ pub struct AdminConfig {
     /// `admin.token`: the bearer token. `""` (the default) means none in the file: the
     /// environment variable `EDGEGW_ADMIN_TOKEN` wins anyway; without it a random token is
     /// written once to `data_dir/admin.token`. No whitespace or control characters.
-    pub token: Option<String>,
+    /// A [`Secret`]: `Debug` of the config never shows it, and it is wiped on drop.
+    pub token: Option<Secret<String>>,
 }
 
 /// `[metrics]`.

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
+use crate::secret::Secret;
+
 use super::{
     parse_duration, resolve_workers, AccessLog, AdminConfig, Config, ConfigError, ConfigErrors,
     ListenerConfig, MetricsConfig, ServerConfig, SteeringConfig, SteeringMode, SteeringPolicy,
@@ -543,7 +545,7 @@ fn optional_path(value: &Value) -> Result<Option<PathBuf>, String> {
 }
 
 /// `admin.token`: `""` means "not set"; otherwise it must fit in an `Authorization` header.
-fn token(value: &Value) -> Result<Option<String>, String> {
+fn token(value: &Value) -> Result<Option<Secret<String>>, String> {
     let text = string(value)?;
     if text.is_empty() {
         return Ok(None);
@@ -551,7 +553,7 @@ fn token(value: &Value) -> Result<Option<String>, String> {
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not contain whitespace or control characters".to_owned());
     }
-    Ok(Some(text.to_owned()))
+    Ok(Some(Secret::from(text)))
 }
 
 fn one_of<T: Copy>(value: &Value, choices: &[(&str, T)]) -> Result<T, String> {

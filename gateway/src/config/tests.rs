@@ -200,7 +200,7 @@ request_timeout = "2m"
         },
         admin: AdminConfig {
             address: addr("[::1]:19090"),
-            token: Some("s3cret-token".to_owned()),
+            token: Some(Secret::from("s3cret-token")),
         },
         metrics: MetricsConfig {
             address: addr("10.0.0.1:19091"),

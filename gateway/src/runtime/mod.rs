@@ -97,7 +97,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(|e| fail("master key", e))
     };
     let token = admin::resolve_token(
-        config.admin.token.clone(),
+        config.admin.token.as_ref(),
         std::env::var("EDGEGW_ADMIN_TOKEN").ok(),
         &data_dir,
     )
@@ -366,7 +366,7 @@ enum Exit {
 struct ControlPlaneParts<'a> {
     control: Arc<ControlPlane>,
     publisher: Arc<Publisher>,
-    token: String,
+    token: admin::AdminToken,
     admin_listener: TcpListener,
     metrics_listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -528,3 +528,7 @@ fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, RunError> {
     socket.listen(4096).map_err(context)?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod redaction_tests;

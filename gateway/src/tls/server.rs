@@ -20,6 +20,7 @@ use boring::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use boring::x509::{X509NameBuilder, X509};
 
 use super::tickets::TicketKeys;
+use crate::secret::Secret;
 
 /// What the listener's TLS needs from the configuration.
 pub struct ServerTlsSettings<'a> {
@@ -156,15 +157,17 @@ fn ensure_self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), ServerTlsEr
     let key = generate_p256_key().map_err(|e| err("generating the listener key", e))?;
     let cert = self_signed_cert(&key, "localhost")
         .map_err(|e| err("generating the listener certificate", e))?;
-    let key_pem = key
-        .private_key_to_pem_pkcs8()
-        .map_err(|e| err("encoding the key", e))?;
+    // Wiped after writing: the key file is the only copy this process needs.
+    let key_pem = Secret::new(
+        key.private_key_to_pem_pkcs8()
+            .map_err(|e| err("encoding the key", e))?,
+    );
     let cert_pem = cert
         .to_pem()
         .map_err(|e| err("encoding the certificate", e))?;
     fs::create_dir_all(data_dir)
         .map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
-    write_private(&key_path, &key_pem)
+    write_private(&key_path, key_pem.expose())
         .map_err(|e| err(&format!("writing {}", key_path.display()), e))?;
     fs::write(&cert_path, cert_pem)
         .map_err(|e| err(&format!("writing {}", cert_path.display()), e))?;
@@ -185,12 +188,15 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-fn generate_p256_key() -> Result<PKey<Private>, boring::error::ErrorStack> {
+pub(crate) fn generate_p256_key() -> Result<PKey<Private>, boring::error::ErrorStack> {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
     PKey::from_ec_key(EcKey::generate(&group)?)
 }
 
-fn self_signed_cert(key: &PKey<Private>, host: &str) -> Result<X509, boring::error::ErrorStack> {
+pub(crate) fn self_signed_cert(
+    key: &PKey<Private>,
+    host: &str,
+) -> Result<X509, boring::error::ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", host)?;
     let name = name.build();

@@ -3,7 +3,8 @@
 //! One `TicketKeys` serves the one `SslContext` all workers share, so a ticket issued by one
 //! worker resumes on any other. Rotation makes a new key current every period; the previous
 //! key still decrypts (and the client gets a fresh ticket), so no client loses resumption at a
-//! rotation. Keys live only in memory and never reach a log or `Debug` output.
+//! rotation. Keys live only in memory, never reach a log or `Debug` output, and are wiped
+//! when dropped (see [`TicketKey`]'s `Drop`).
 
 use std::sync::Arc;
 
@@ -12,15 +13,43 @@ use boring::hash::MessageDigest;
 use boring::hmac::HmacCtxRef;
 use boring::ssl::{SslContextBuilder, SslRef, TicketKeyCallbackResult};
 use boring::symm::{Cipher, CipherCtxRef};
+use zeroize::Zeroize as _;
 
 /// BoringSSL's EVP_MAX_IV_LENGTH: the size of the IV buffer the ticket callback receives.
 const IV_LEN: usize = 16;
 
-/// One ticket key: a public name that goes into each ticket, and its secrets.
+/// One ticket key: a public name that goes into each ticket, and its secrets. `Debug`
+/// shows only the name.
 struct TicketKey {
     name: [u8; 16],
     aes_key: [u8; 32],
     hmac_key: [u8; 32],
+}
+
+/// Why wipe: whoever has a ticket key and a recorded connection that carried a ticket
+/// decrypts the ticket, i.e. the session's resumption secret, and with it every resumed
+/// connection of that session: a leaked ticket key breaks forward secrecy after the fact,
+/// for as long as its tickets were accepted. Every rotation drops the old key ring (its
+/// previous key, and its current key, of which the new ring keeps a copy), and the last
+/// `TicketKeys` clone drops the rest; without the wipe those bytes would stay in freed
+/// heap memory for a later memory disclosure or core dump to find.
+impl Drop for TicketKey {
+    fn drop(&mut self) {
+        self.aes_key.zeroize();
+        self.hmac_key.zeroize();
+        self.name.zeroize();
+    }
+}
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The name is public (every ticket carries it in clear) and tells keys apart.
+        f.debug_struct("TicketKey")
+            .field("name", &hex::encode(self.name))
+            .field("aes_key", &"<redacted>")
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
 }
 
 impl TicketKey {
@@ -43,9 +72,10 @@ impl TicketKey {
             let mut hasher = boring::hash::Hasher::new(MessageDigest::sha256())?;
             hasher.update(label)?;
             hasher.update(secret)?;
-            let digest = hasher.finish()?;
+            let mut digest = hasher.finish()?;
             let mut out = [0u8; 32];
             out.copy_from_slice(&digest);
+            (*digest).zeroize();
             Ok(out)
         };
         let mut key = Self {
@@ -59,6 +89,7 @@ impl TicketKey {
     }
 }
 
+#[derive(Debug)]
 struct KeyRing {
     current: TicketKey,
     previous: Option<TicketKey>,
@@ -72,7 +103,9 @@ pub struct TicketKeys {
 
 impl std::fmt::Debug for TicketKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TicketKeys(<redacted>)")
+        f.debug_tuple("TicketKeys")
+            .field(&**self.ring.load())
+            .finish()
     }
 }
 
@@ -108,6 +141,17 @@ impl TicketKeys {
         };
         self.ring.store(Arc::new(ring));
         Ok(())
+    }
+
+    /// The secret bytes of the current and previous keys, for tests that check they never
+    /// appear in output.
+    #[cfg(test)]
+    pub(crate) fn secrets_for_test(&self) -> Vec<[u8; 32]> {
+        let ring = self.ring.load();
+        std::iter::once(&ring.current)
+            .chain(ring.previous.as_ref())
+            .flat_map(|k| [k.aes_key, k.hmac_key])
+            .collect()
     }
 
     /// Installs the ticket callback on a server context.

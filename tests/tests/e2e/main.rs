@@ -4,6 +4,9 @@
 //! Run: `cargo build --release --bins && cargo test --release -p e2e`
 //! (twice in CI: with `EDGEGW_IO_DRIVER=uring` and `EDGEGW_IO_DRIVER=epoll`).
 
+// Test code: helpers outside #[test] functions fail their test by panicking, with the message.
+#![allow(clippy::expect_used)]
+
 mod admin_api;
 mod cli;
 mod errors;
