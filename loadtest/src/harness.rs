@@ -379,35 +379,19 @@ fn edgegw_config(
     workers: usize,
     pin_workers: bool,
 ) -> String {
-    format!(
-        r#"[server]
-workers = {workers}
-pin_workers = {pin_workers}
-data_dir = "{data}"
-shutdown_grace = "2s"
-
-[listener]
-address = "127.0.0.1:{port}"
-certificate = "{cert}"
-private_key = "{key}"
-# X25519 is what every client of the comparison offers (NGINX and HAProxy are configured
-# with it alone); X25519MLKEM768 is there for compare's post-quantum figures.
-key_exchange_groups = ["X25519", "X25519MLKEM768"]
-
-[admin]
-address = "127.0.0.1:{admin}"
-token = "{ADMIN_TOKEN}"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-
-[steering]
-mode = "kernel"
-"#,
-        data = w.join("data").display(),
-        cert = pki.path("server.pem").display(),
-        key = pki.path("server.key").display(),
-    )
+    let local = |port: u16| format!("127.0.0.1:{port}");
+    let mut cfg =
+        testkit::EdgegwConfig::new(&w.join("data"), local(port), local(admin), local(metrics));
+    cfg.workers = workers;
+    cfg.pin_workers = Some(pin_workers);
+    cfg.shutdown_grace = "2s".into();
+    cfg.listener_cert = Some((pki.path("server.pem"), pki.path("server.key")));
+    // X25519 is what every client of the comparison offers (NGINX and HAProxy are configured
+    // with it alone); X25519MLKEM768 is there for compare's post-quantum figures.
+    cfg.key_exchange_groups = vec!["X25519".into(), "X25519MLKEM768".into()];
+    cfg.admin_token = ADMIN_TOKEN.to_owned();
+    cfg.steering_mode = Some("kernel".into());
+    cfg.render()
 }
 
 /// Uploads the client certificate, points a backend at the test backend with it (validation

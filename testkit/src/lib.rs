@@ -5,15 +5,18 @@
 //! - [`pki`]: one test PKI generator (keys, self-signed and CA-signed certificates, PKCS#12
 //!   bundles in OpenSSL 3's default and `-legacy` forms, and the deliberately bad bundles);
 //! - [`temp_dir`]: temporary directories (removed on drop);
-//! - [`nginx`]: one nginx config writer (nginx as an mTLS backend or as a TLS proxy).
+//! - [`nginx`]: one nginx config writer (nginx as an mTLS backend or as a TLS proxy);
+//! - [`edgegw`]: one edgegw config writer.
 //!
 //! Everything returns `Result<_, String>`: loadtest reports the error to its user, tests
 //! `.expect()` it.
 
+pub mod edgegw;
 pub mod nginx;
 pub mod openssl;
 pub mod pki;
 
+pub use edgegw::EdgegwConfig;
 pub use nginx::NginxConfig;
 pub use pki::{Cert, KeyType, Pki, P12};
 pub use tempfile::TempDir;

@@ -89,45 +89,19 @@ impl Gateway {
 
     fn write_config(&self) {
         let o = &self.opts;
-        let cfg = format!(
-            r#"[server]
-workers = {workers}
-data_dir = "{data}"
-shutdown_grace = "{grace}"
-
-[listener]
-address = "{listen}"
-{listener_cert}
-[admin]
-address = "{admin}"
-token = "{token}"
-
-[metrics]
-address = "{metrics}"
-
-[upstream]
-connect_timeout = "{ct}"
-request_timeout = "{rt}"
-"#,
-            workers = o.workers,
-            data = self.data_dir().display(),
-            grace = o.shutdown_grace,
-            listen = self.listen,
-            admin = self.admin_addr,
-            token = o.admin_token.as_deref().unwrap_or(""),
-            listener_cert = match &o.listener_cert {
-                Some((c, k)) => format!(
-                    "certificate = \"{}\"\nprivate_key = \"{}\"\n",
-                    c.display(),
-                    k.display()
-                ),
-                None => String::new(),
-            },
-            metrics = self.metrics_addr,
-            ct = o.connect_timeout,
-            rt = o.request_timeout,
+        let mut cfg = testkit::EdgegwConfig::new(
+            &self.data_dir(),
+            self.listen.to_string(),
+            self.admin_addr.to_string(),
+            self.metrics_addr.to_string(),
         );
-        std::fs::write(self.config_path(), cfg).expect("write config");
+        cfg.workers = o.workers as usize;
+        cfg.shutdown_grace = o.shutdown_grace.to_string();
+        cfg.admin_token = o.admin_token.clone().unwrap_or_default();
+        cfg.listener_cert = o.listener_cert.clone();
+        cfg.upstream_timeouts =
+            Some((o.connect_timeout.to_string(), o.request_timeout.to_string()));
+        cfg.write(&self.config_path()).expect("write config");
     }
 
     fn spawn(&mut self) {

@@ -185,37 +185,18 @@ impl Steered {
     fn write_config(&self) {
         std::fs::create_dir_all(self.data_dir()).expect("mkdir data");
         let o = &self.opts;
-        let cfg = format!(
-            r#"[server]
-workers = {workers}
-data_dir = "{data}"
-shutdown_grace = "10s"
-
-[listener]
-address = "{listen}"
-
-[admin]
-address = "{admin}"
-token = "{TOKEN}"
-
-[metrics]
-address = "{metrics}"
-
-[steering]
-mode = "{mode}"
-policy = "{policy}"
-stall_threshold = "{stall}"
-"#,
-            workers = o.workers,
-            data = self.data_dir().display(),
-            listen = self.listen,
-            admin = self.admin_addr,
-            metrics = self.metrics_addr,
-            mode = o.mode,
-            policy = o.policy,
-            stall = o.stall_threshold,
+        let mut cfg = testkit::EdgegwConfig::new(
+            &self.data_dir(),
+            self.listen.to_string(),
+            self.admin_addr.to_string(),
+            self.metrics_addr.to_string(),
         );
-        std::fs::write(self.config_path(), cfg).expect("write config");
+        cfg.workers = o.workers;
+        cfg.admin_token = TOKEN.to_owned();
+        cfg.steering_mode = Some(o.mode.to_string());
+        cfg.steering_policy = Some(o.policy.to_string());
+        cfg.stall_threshold = Some(o.stall_threshold.to_string());
+        cfg.write(&self.config_path()).expect("write config");
     }
 
     /// Starts one more `edgegw run` on the same configuration (the first, or a restart

@@ -1,0 +1,144 @@
+//! One edgegw configuration writer (contract §2) for the e2e suite, the steering tests and
+//! loadtest's harness: the settings they vary are fields, everything else is the gateway's
+//! default (left out of the file).
+
+use std::path::{Path, PathBuf};
+
+/// An edgegw config file. `new` sets what every config needs; the rest is optional.
+#[derive(Clone, Debug)]
+pub struct EdgegwConfig {
+    pub workers: usize,
+    pub pin_workers: Option<bool>,
+    pub data_dir: PathBuf,
+    pub shutdown_grace: String,
+    /// `listener.address`, e.g. `127.0.0.1:8443`.
+    pub listen: String,
+    /// `listener.certificate` and `listener.private_key` (PEM files).
+    pub listener_cert: Option<(PathBuf, PathBuf)>,
+    pub key_exchange_groups: Vec<String>,
+    pub admin: String,
+    pub admin_token: String,
+    pub metrics: String,
+    /// `upstream.connect_timeout` and `upstream.request_timeout`.
+    pub upstream_timeouts: Option<(String, String)>,
+    /// `steering.mode`, `steering.policy`, `steering.stall_threshold`.
+    pub steering_mode: Option<String>,
+    pub steering_policy: Option<String>,
+    pub stall_threshold: Option<String>,
+}
+
+impl EdgegwConfig {
+    pub fn new(data_dir: &Path, listen: String, admin: String, metrics: String) -> Self {
+        Self {
+            workers: 1,
+            pin_workers: None,
+            data_dir: data_dir.to_path_buf(),
+            shutdown_grace: "10s".into(),
+            listen,
+            listener_cert: None,
+            key_exchange_groups: Vec::new(),
+            admin,
+            admin_token: String::new(),
+            metrics,
+            upstream_timeouts: None,
+            steering_mode: None,
+            steering_policy: None,
+            stall_threshold: None,
+        }
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let quoted = |s: &str| format!("{s:?}");
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            out.push_str(key);
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        };
+        line("[server]\nworkers", self.workers.to_string());
+        if let Some(pin) = self.pin_workers {
+            line("pin_workers", pin.to_string());
+        }
+        line("data_dir", quoted(&self.data_dir.display().to_string()));
+        line("shutdown_grace", quoted(&self.shutdown_grace));
+        line("\n[listener]\naddress", quoted(&self.listen));
+        if let Some((cert, key)) = &self.listener_cert {
+            line("certificate", quoted(&cert.display().to_string()));
+            line("private_key", quoted(&key.display().to_string()));
+        }
+        if !self.key_exchange_groups.is_empty() {
+            let groups: Vec<String> = self.key_exchange_groups.iter().map(|g| quoted(g)).collect();
+            line("key_exchange_groups", format!("[{}]", groups.join(", ")));
+        }
+        line("\n[admin]\naddress", quoted(&self.admin));
+        line("token", quoted(&self.admin_token));
+        line("\n[metrics]\naddress", quoted(&self.metrics));
+        if let Some((connect, request)) = &self.upstream_timeouts {
+            line("\n[upstream]\nconnect_timeout", quoted(connect));
+            line("request_timeout", quoted(request));
+        }
+        let steering = [
+            ("mode", &self.steering_mode),
+            ("policy", &self.steering_policy),
+            ("stall_threshold", &self.stall_threshold),
+        ];
+        let mut first = true;
+        for (key, value) in steering {
+            if let Some(value) = value {
+                let key = if first {
+                    format!("\n[steering]\n{key}")
+                } else {
+                    key.to_owned()
+                };
+                first = false;
+                line(&key, quoted(value));
+            }
+        }
+        out
+    }
+
+    /// Writes the config to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        std::fs::write(path, self.render())
+            .map_err(|e| format!("writing the edgegw config {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_sections_it_is_given() {
+        let mut c = EdgegwConfig::new(
+            Path::new("/tmp/d"),
+            "127.0.0.1:1".into(),
+            "127.0.0.1:2".into(),
+            "127.0.0.1:3".into(),
+        );
+        let plain = c.render();
+        assert!(
+            plain.contains("[listener]\naddress = \"127.0.0.1:1\"\n"),
+            "{plain}"
+        );
+        assert!(
+            !plain.contains("[steering]") && !plain.contains("[upstream]"),
+            "{plain}"
+        );
+        c.steering_policy = Some("hash".into());
+        c.upstream_timeouts = Some(("1s".into(), "2s".into()));
+        c.key_exchange_groups = vec!["X25519".into()];
+        let full = c.render();
+        assert!(full.contains("\n[steering]\npolicy = \"hash\"\n"), "{full}");
+        assert!(
+            full.contains("connect_timeout = \"1s\"\nrequest_timeout = \"2s\""),
+            "{full}"
+        );
+        assert!(
+            full.contains("key_exchange_groups = [\"X25519\"]"),
+            "{full}"
+        );
+    }
+}
