@@ -431,14 +431,15 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         let mut histograms = tokio::time::interval(Duration::from_secs(5));
         let mut ticket_rotation = tokio::time::interval(rotation);
         ticket_rotation.tick().await;
-        let mut dns_refresh = tokio::time::interval(crate::snapshot::DNS_REFRESH);
+        let mut dns_refresh = tokio::time::interval(crate::snapshot::dns::CHECK_EVERY);
         dns_refresh.tick().await;
         loop {
             tokio::select! {
                 _ = histograms.tick() => prometheus.run_upkeep(),
                 _ = dns_refresh.tick() => {
-                    // Off this thread: getaddrinfo blocks, and a changed address means a
-                    // publish (TLS contexts are kept, so only the address moves).
+                    // Off this thread: resolving blocks, and a changed address means a
+                    // publish (TLS contexts are kept, so only the address moves). Only
+                    // answers whose TTL ran out are resolved again: most ticks do nothing.
                     let (control, publisher) = (dns_control.clone(), publisher.clone());
                     let refresh = tokio::task::spawn_blocking(move || {
                         if publisher.refresh_dns(&control.resources()) {

@@ -8,7 +8,7 @@
 #![allow(clippy::disallowed_types)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -16,6 +16,9 @@ use arc_swap::ArcSwap;
 use crate::model::{Backend, Certificate, CredentialId, Resources};
 use crate::tls::client;
 use crate::upstream::{Endpoint, PoolKey, UpstreamTls};
+use dns::Dns;
+
+pub mod dns;
 
 /// Where and how one API reaches its backend.
 pub struct Target {
@@ -60,44 +63,12 @@ impl Snapshot {
 
 /// Builds snapshots from resources and publishes them. Keeps TLS contexts alive across
 /// snapshots while their certificate and flags are unchanged, so pooled connections and
-/// cached sessions stay valid for unrelated changes, and backend addresses in a cache
-/// refreshed in the background.
+/// cached sessions stay valid for unrelated changes, and backend addresses for their DNS TTL
+/// ([`dns`]).
 pub struct Publisher {
     current: Arc<ArcSwap<Snapshot>>,
     contexts: Mutex<HashMap<ContextKey, Arc<UpstreamTls>>>,
-    resolver: Resolver,
-}
-
-/// How often backend names are resolved again in the background. getaddrinfo(3), which
-/// honours /etc/hosts and nsswitch as every other program here does, reports no TTL, so
-/// the refresh period stands in for it.
-pub const DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Backend addresses by (host, port): resolved once and reused by every publish, so a write
-/// that does not touch a backend does not wait on its DNS; [`Publisher::refresh_dns`]
-/// resolves them again in the background. Failures are not cached: the next publish tries
-/// again.
-#[derive(Default)]
-struct Resolver {
-    cache: Mutex<HashMap<(String, u16), SocketAddr>>,
-}
-
-impl Resolver {
-    fn lookup(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
-        let key = (host.to_owned(), port);
-        if let Some(addr) = self.lock().get(&key) {
-            return Ok(*addr);
-        }
-        // Resolved without the lock held: a slow answer delays only this publish.
-        let addr = resolve(host, port)?;
-        self.lock().insert(key, addr);
-        Ok(addr)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), SocketAddr>> {
-        // A poisoned lock only means a panic midway through an insert: the map is valid.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    dns: Dns,
 }
 
 /// Identity of a TLS context: the credential's identity (the same one the pool and the
@@ -115,7 +86,7 @@ impl Publisher {
         Self {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             contexts: Mutex::default(),
-            resolver: Resolver::default(),
+            dns: Dns::system(),
         }
     }
 
@@ -142,7 +113,7 @@ impl Publisher {
             let certificate = resources
                 .effective_credential(api)
                 .and_then(|r| resources.find_certificate(r));
-            let target = build_target(backend, certificate, &self.resolver, &mut cache, &mut used);
+            let target = build_target(backend, certificate, &self.dns, &mut cache, &mut used);
             routes.push(Route {
                 api_id: Arc::from(api.id.as_str()),
                 path: api.path.clone(),
@@ -169,28 +140,15 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// Resolves the names of every backend in `resources` again (call off the async
-    /// thread); true when an address changed, so the caller publishes again. Names no
-    /// longer used leave the cache.
+    /// Resolves again the backend names of `resources` whose DNS answer expired (call off
+    /// the async thread); true when an address changed, so the caller publishes again.
     pub fn refresh_dns(&self, resources: &Resources) -> bool {
-        let names: std::collections::BTreeSet<(String, u16)> = resources
+        let names = resources
             .backends
             .values()
             .map(|b| (b.url.host.clone(), b.url.port))
             .collect();
-        let mut fresh = HashMap::new();
-        for (host, port) in names {
-            match resolve(&host, port) {
-                Ok(addr) => {
-                    fresh.insert((host, port), addr);
-                }
-                Err(e) => tracing::warn!(host = %host, error = %e, "backend name does not resolve"),
-            }
-        }
-        let mut cache = self.resolver.lock();
-        let changed = fresh.iter().any(|(k, addr)| cache.get(k) != Some(addr));
-        *cache = fresh;
-        changed
+        self.dns.refresh(&names)
     }
 }
 
@@ -203,7 +161,7 @@ impl Default for Publisher {
 fn build_target(
     backend: &Backend,
     certificate: Option<&Arc<Certificate>>,
-    resolver: &Resolver,
+    dns: &Dns,
     cache: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
     used: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
 ) -> Target {
@@ -240,7 +198,7 @@ fn build_target(
             }
         }
     }
-    target.endpoint = resolver.lookup(&url.host, url.port).map(|addr| Endpoint {
+    target.endpoint = dns.lookup(&url.host, url.port).map(|addr| Endpoint {
         addr,
         host: host.clone(),
         key: PoolKey {
@@ -292,16 +250,6 @@ fn new_context(
         context,
         validate_name: backend.validate_name,
     }))
-}
-
-/// Resolves on the control plane (a writer's blocking thread or the refresh thread), so no
-/// worker and no async thread ever blocks on DNS.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))
 }
 
 /// Appends the upstream path for a request: the backend's base path joined with the rest
@@ -422,35 +370,6 @@ mod tests {
             "another chain gets its own context"
         );
         assert_ne!(key2, key3);
-    }
-
-    /// Publishing fills the address cache; a refresh that finds the same addresses asks for
-    /// no publish, one that finds an address moved does and corrects the cache.
-    #[test]
-    fn dns_refresh_reports_moved_addresses() {
-        use crate::model::ResourceId;
-        let id = |s: &str| ResourceId::parse(s).unwrap();
-        let mut resources = Resources::default();
-        let backend = Backend::new(id("b1"), "http://localhost:9", true, true, None).unwrap();
-        resources.backends.insert(id("b1"), backend);
-        let api = crate::model::Api::new(id("a1"), "/a", "b1").unwrap();
-        resources.apis.insert(id("a1"), api);
-        let publisher = Publisher::new();
-        publisher.publish(&resources);
-        let key = ("localhost".to_owned(), 9);
-        let resolved = *publisher.resolver.lock().get(&key).unwrap();
-        assert!(resolved.ip().is_loopback());
-        assert!(!publisher.refresh_dns(&resources), "nothing moved");
-        let stale: SocketAddr = "192.0.2.1:9".parse().unwrap();
-        publisher.resolver.lock().insert(key.clone(), stale);
-        assert!(publisher.refresh_dns(&resources), "the address moved back");
-        assert_eq!(publisher.resolver.lock().get(&key), Some(&resolved));
-        resources.backends.clear();
-        publisher.refresh_dns(&resources);
-        assert!(
-            publisher.resolver.lock().is_empty(),
-            "unused names leave the cache"
-        );
     }
 
     #[test]
