@@ -40,8 +40,9 @@ pub(super) async fn send(
         .map_err(unless_body_read)?;
     let at = Instant::now();
     if let Err(e) = conn.io.write_all(upstream_head).await {
-        if !(conn.reused && ErrorKind::HeadSendFailed.retry_safe()) {
-            return Err(send_failed(e));
+        let e = send_failed(e);
+        if !(conn.reused && e.kind.retry_safe()) {
+            return Err(e);
         }
         conn = connection(ctx, target, true)
             .await

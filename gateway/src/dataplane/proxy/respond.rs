@@ -25,12 +25,7 @@ pub(super) async fn relay(
     sent: Sent,
 ) -> Result<Outcome, ProxyError> {
     let Sent { mut conn, at } = sent;
-    let mut response = std::mem::take(&mut client.response);
-    let head = read_head(ctx, &mut conn, target, &mut response).await;
-    if let Err(e) = head {
-        client.response = response;
-        return Err(e);
-    }
+    read_head(ctx, &mut conn, target, &mut client.response).await?;
     // A TLS 1.3 ticket precedes the response bytes: share it with the other workers before
     // the client sees the answer (and can open a connection that lands on another worker).
     ctx.upstreams.borrow_mut().remember_session(&mut conn);
@@ -40,20 +35,19 @@ pub(super) async fn relay(
         duration: at.elapsed(),
     };
     let is_head = req.head.method().eq_ignore_ascii_case("HEAD");
+    // The head read into the connection's reused memory; borrowed until the client's head
+    // is written.
+    let response = &client.response;
     let status = response.status;
-    let framing = match response_framing(&response, is_head) {
-        Ok(framing) => framing,
-        Err(why) => {
-            client.response = response;
-            return Err(ProxyError::new(
-                ErrorKind::InvalidResponse,
-                format!(
-                    "Backend {} sent an invalid response: {why}.",
-                    target.backend_id
-                ),
-            ));
-        }
-    };
+    let framing = response_framing(response, is_head).map_err(|why| {
+        ProxyError::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "Backend {} sent an invalid response: {why}.",
+                target.backend_id
+            ),
+        )
+    })?;
     let upstream_tokens = http::connection_tokens(response.headers());
     let upstream_reusable = response.minor_version >= 1
         && !http::has_token(&upstream_tokens, "close")
@@ -63,14 +57,13 @@ pub(super) async fn relay(
     let mut out = std::mem::take(&mut client.response_head);
     write_response_head(
         &mut out,
-        &response,
+        response,
         &upstream_tokens,
         is_head,
         framing,
         keep_alive,
     );
     drop(upstream_tokens);
-    client.response = response;
     let body = deliver(ctx, client, &mut conn, &out, framing).await;
     client.response_head = out;
     let complete = body.is_ok();
