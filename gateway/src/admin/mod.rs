@@ -170,9 +170,12 @@ impl ControlPlane {
         self.current.load_full()
     }
 
-    /// The one commit step of a write (under the write lock): publishes `next` to the data
-    /// plane and makes it what reads see.
-    fn commit(&self, state: &State, next: Resources) {
+    /// The one commit step of a write (under the write lock, after the store write): a copy
+    /// of `base` (the resources the write was checked against) with `change` applied is
+    /// published to the data plane and becomes what reads see.
+    fn commit(&self, state: &State, base: &Resources, change: impl FnOnce(&mut Resources)) {
+        let mut next = base.clone();
+        change(&mut next);
         (state.publish)(&next);
         self.current.store(Arc::new(next));
     }
@@ -273,9 +276,9 @@ impl ControlPlane {
         };
         state.durable(&audit, |s| s.put(Kind::Certificate, id.as_str(), &record))?;
         let info = cert.info.clone();
-        let mut next = Resources::clone(&resources);
-        next.certificates.insert(id.clone(), Arc::new(cert));
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.certificates.insert(id.clone(), Arc::new(cert));
+        });
         info!(
             kind = "certificate",
             id = %id,
@@ -314,9 +317,9 @@ impl ControlPlane {
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Certificate, id.as_str()))?;
-        let mut next = Resources::clone(&resources);
-        next.certificates.remove(id);
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.certificates.remove(id);
+        });
         info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
         Ok(())
     }
@@ -350,9 +353,9 @@ impl ControlPlane {
         };
         state.durable(&audit, |s| s.put(Kind::Backend, id.as_str(), &record))?;
         let resource = BackendResource::from(&backend);
-        let mut next = Resources::clone(&resources);
-        next.backends.insert(id.clone(), backend);
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.backends.insert(id.clone(), backend);
+        });
         info!(
             kind = "backend",
             id = %id,
@@ -398,9 +401,9 @@ impl ControlPlane {
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Backend, id.as_str()))?;
-        let mut next = Resources::clone(&resources);
-        next.backends.remove(id);
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.backends.remove(id);
+        });
         info!(kind = "backend", id = %id, "backend deleted");
         Ok(())
     }
@@ -458,9 +461,9 @@ impl ControlPlane {
             created: None,
         };
         state.durable(&audit, |s| s.delete(Kind::Api, id.as_str()))?;
-        let mut next = Resources::clone(&resources);
-        next.apis.remove(id);
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.apis.remove(id);
+        });
         info!(kind = "api", id = %id, "API deleted");
         Ok(())
     }
@@ -544,9 +547,9 @@ impl ControlPlane {
         state.durable(&audit, |s| s.put(Kind::Api, api.id.as_str(), &record))?;
         let resource = ApiResource::from(&api);
         let thumbprint = tp.map(|t| t.to_string()).unwrap_or_default();
-        let mut next = Resources::clone(&resources);
-        next.apis.insert(api.id.clone(), api);
-        self.commit(state, next);
+        self.commit(state, &resources, |next| {
+            next.apis.insert(api.id.clone(), api);
+        });
         info!(
             kind = "api",
             id = %resource.id,
