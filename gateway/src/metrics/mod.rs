@@ -241,6 +241,19 @@ pub struct ProxyErrorLabels {
 /// Metric handles cached by label values (FxHash: these lookups run on every request).
 type Handles<K, H> = RefCell<rustc_hash::FxHashMap<K, H>>;
 
+/// Adds one to the counter cached under `key`, registering it with `make` the first time.
+fn count<K: std::hash::Hash + Eq>(
+    cache: &Handles<K, Counter>,
+    key: K,
+    make: impl FnOnce() -> Counter,
+) {
+    cache
+        .borrow_mut()
+        .entry(key)
+        .or_insert_with(make)
+        .increment(1);
+}
+
 /// One worker's cached metric handles. Single-threaded by construction (`RefCell`).
 pub struct WorkerMetrics {
     worker: String,
@@ -310,13 +323,11 @@ impl WorkerMetrics {
     }
 
     pub fn request(&self, api: &Arc<str>, status: u16, elapsed: Duration) {
-        self.requests
-            .borrow_mut()
-            .entry((api.clone(), status))
-            .or_insert_with(|| {
-                metrics::counter!(REQUESTS_TOTAL, "api" => api.to_string(), "code" => status.to_string())
-            })
-            .increment(1);
+        count(
+            &self.requests,
+            (api.clone(), status),
+            || metrics::counter!(REQUESTS_TOTAL, "api" => api.to_string(), "code" => status.to_string()),
+        );
         self.durations
             .borrow_mut()
             .entry(api.clone())
@@ -354,55 +365,45 @@ impl WorkerMetrics {
     }
 
     pub fn pool_lookup(&self, backend: &Arc<str>, hit: bool) {
-        self.pool
-            .borrow_mut()
-            .entry((backend.clone(), hit))
-            .or_insert_with(|| {
-                let result = if hit { "hit" } else { "miss" };
-                metrics::counter!(UPSTREAM_POOL_TOTAL, "backend" => backend.to_string(), "result" => result)
-            })
-            .increment(1);
+        count(&self.pool, (backend.clone(), hit), || {
+            let result = if hit { "hit" } else { "miss" };
+            metrics::counter!(UPSTREAM_POOL_TOTAL, "backend" => backend.to_string(), "result" => result)
+        });
     }
 
     /// A failed upstream TLS connection; `reason` is the contract's `details[].reason`.
     pub fn upstream_tls_error(&self, backend: &Arc<str>, reason: &'static str) {
-        self.tls_errors
-            .borrow_mut()
-            .entry((backend.clone(), reason))
-            .or_insert_with(|| {
-                metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason)
-            })
-            .increment(1);
+        count(
+            &self.tls_errors,
+            (backend.clone(), reason),
+            || metrics::counter!(UPSTREAM_TLS_ERRORS_TOTAL, "backend" => backend.to_string(), "reason" => reason),
+        );
     }
 
     /// A new upstream TLS connection that did not resume; `reason` is a `ResumeMiss` label.
     pub fn upstream_resumption_miss(&self, backend: &Arc<str>, reason: &'static str) {
-        self.resumption_misses
-            .borrow_mut()
-            .entry((backend.clone(), reason))
-            .or_insert_with(|| {
-                metrics::counter!(UPSTREAM_RESUMPTION_MISSES_TOTAL, "backend" => backend.to_string(), "reason" => reason)
-            })
-            .increment(1);
+        count(
+            &self.resumption_misses,
+            (backend.clone(), reason),
+            || metrics::counter!(UPSTREAM_RESUMPTION_MISSES_TOTAL, "backend" => backend.to_string(), "reason" => reason),
+        );
     }
 
     /// A request answered with an error of the gateway's own (`kind` and `side` labels).
     pub fn proxy_error(&self, error: ProxyErrorLabels) {
-        self.proxy_errors
-            .borrow_mut()
-            .entry(error.kind)
-            .or_insert_with(|| {
-                metrics::counter!(PROXY_ERRORS_TOTAL, "kind" => error.kind, "side" => error.side)
-            })
-            .increment(1);
+        count(
+            &self.proxy_errors,
+            error.kind,
+            || metrics::counter!(PROXY_ERRORS_TOTAL, "kind" => error.kind, "side" => error.side),
+        );
     }
 
     /// An idle upstream connection dropped; `reason` is an `Eviction` label.
     pub fn pool_eviction(&self, reason: &'static str) {
-        self.evictions
-            .borrow_mut()
-            .entry(reason)
-            .or_insert_with(|| metrics::counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "reason" => reason))
-            .increment(1);
+        count(
+            &self.evictions,
+            reason,
+            || metrics::counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "reason" => reason),
+        );
     }
 }
