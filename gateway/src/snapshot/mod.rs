@@ -137,15 +137,15 @@ impl Publisher {
         );
         generation
     }
-}
 
-impl Publisher {
-    /// Resolves again the backend names of `resources` whose DNS answer expired (call off
-    /// the async thread); true when an address changed, so the caller publishes again.
+    /// Resolves again the names of the routed backends of `resources` (those `publish`
+    /// looks up) whose DNS answer expired; call off the async thread. True when an address
+    /// changed, so the caller publishes again.
     pub fn refresh_dns(&self, resources: &Resources) -> bool {
         let names = resources
-            .backends
+            .apis
             .values()
+            .filter_map(|api| resources.backends.get(&api.backend_id))
             .map(|b| (b.url.host.clone(), b.url.port))
             .collect();
         self.dns.refresh(&names)
