@@ -783,11 +783,14 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         });
     };
     let edgegw = results.iter().find(|r| r.server == Kind::Edgegw);
-    let per_conn = |name: &str| {
+    // edgegw's CPU per connection in one scenario of its ordinary or post-quantum runs.
+    let cpu_per_conn = |runs: fn(&ServerResult) -> &BTreeMap<String, Measured>, name: &str| {
         edgegw
-            .and_then(|r| r.scenarios.get(name))
+            .and_then(|r| runs(r).get(name))
             .and_then(|m| m.cpu_ms_per_connection)
     };
+    let per_conn = |name: &str| cpu_per_conn(|r| &r.scenarios, name);
+    let pq_per_conn = |name: &str| cpu_per_conn(|r| &r.post_quantum, name);
     own(
         "edgegw CPU, resumed / full handshake",
         "<= 0.35",
@@ -795,11 +798,6 @@ pub fn figures(results: &[ServerResult]) -> Vec<Figure> {
         |r| r <= 0.35,
     );
     let up = edgegw.and_then(|r| r.upstream.as_ref());
-    let pq_per_conn = |name: &str| {
-        edgegw
-            .and_then(|r| r.post_quantum.get(name))
-            .and_then(|m| m.cpu_ms_per_connection)
-    };
     own(
         "edgegw CPU ms per full handshake, X25519MLKEM768",
         "(info)",
