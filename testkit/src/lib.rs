@@ -6,17 +6,21 @@
 //!   bundles in OpenSSL 3's default and `-legacy` forms, and the deliberately bad bundles);
 //! - [`temp_dir`]: temporary directories (removed on drop);
 //! - [`nginx`]: one nginx config writer (nginx as an mTLS backend or as a TLS proxy);
-//! - [`edgegw`]: one edgegw config writer.
+//! - [`edgegw`]: one edgegw config writer;
+//! - [`etcd`]: a real etcd on loopback (one member, or a cluster) for fleet mode, with
+//!   reads, writes and compaction through etcd's JSON API.
 //!
-//! Everything returns `Result<_, String>`: loadtest reports the error to its user, tests
-//! `.expect()` it.
+//! Everything returns `Result<_, String>` (`etcd`: `io::Result`, as it runs processes and
+//! sockets): loadtest reports the error to its user, tests `.expect()` it.
 
 pub mod edgegw;
+pub mod etcd;
 pub mod nginx;
 pub mod openssl;
 pub mod pki;
 
 pub use edgegw::EdgegwConfig;
+pub use etcd::{Etcd, EtcdCluster};
 pub use nginx::NginxConfig;
 pub use pki::{Cert, KeyType, Pki, P12};
 pub use tempfile::TempDir;
