@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use gateway::config::Config;
+use clap::{Parser, Subcommand, ValueEnum};
+use gateway::config::{Config, StoreKind};
 use tracing_subscriber::EnvFilter;
 
 /// edgegw: an edge API gateway that calls its backends over mutual TLS.
@@ -32,6 +32,56 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Work on the configuration store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every resource from one store to the other (ids, thumbprints and sealed keys
+    /// kept). The target must hold no resources; the gateway must not run on the embedded
+    /// store while it is copied.
+    Migrate {
+        #[arg(long, value_enum)]
+        from: StoreArg,
+        #[arg(long, value_enum)]
+        to: StoreArg,
+        /// Configuration file (TOML): the data dir, the etcd endpoints and prefix, the
+        /// master key.
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StoreArg {
+    Embedded,
+    Etcd,
+}
+
+impl From<StoreArg> for StoreKind {
+    fn from(a: StoreArg) -> Self {
+        match a {
+            StoreArg::Embedded => StoreKind::Embedded,
+            StoreArg::Etcd => StoreKind::Etcd,
+        }
+    }
+}
+
+/// Loads a configuration file, printing its errors.
+fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(config) => Some(config),
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("edgegw: {error}");
+            }
+            None
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,6 +100,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Store {
+            command: StoreCommand::Migrate { from, to, config },
+        } => {
+            let Some(loaded) = load(&config) else {
+                return ExitCode::FAILURE;
+            };
+            match gateway::runtime::migrate(&loaded, from.into(), to.into()) {
+                Ok(m) => {
+                    println!(
+                        "migrated {} certificates, {} backends, {} APIs",
+                        m.certificates, m.backends, m.apis
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("edgegw: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config: path } => {
             let config = match &path {
                 Some(path) => match Config::load(path) {

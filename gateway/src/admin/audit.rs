@@ -3,7 +3,8 @@
 //! A line names what changed and nothing more: the time (RFC 3339, UTC), the operation
 //! (`put` or `delete`), the resource kind (`certificate`, `backend`, `api`, `policy`) and id,
 //! the thumbprint of the certificate involved where there is one, and for a put whether it
-//! created the resource. It is built from those typed fields only, so a password, a PKCS#12
+//! created the resource, and the node that made it when the log is given one (fleet mode).
+//! It is built from those typed fields only, so a password, a PKCS#12
 //! bundle, a private key or a request body can never reach it.
 //!
 //! Ordering (write-ahead): the control plane appends the line and fsyncs it *before* it
@@ -114,6 +115,8 @@ impl AuditRecord {
 pub struct AuditLog {
     path: PathBuf,
     file: File,
+    /// The node that makes the changes (fleet mode: several nodes change one store).
+    node: Option<String>,
     /// The last append failed midway: start the next one on a fresh line.
     broken_line: bool,
 }
@@ -144,8 +147,17 @@ impl AuditLog {
         Ok(Self {
             path,
             file,
+            node: None,
             broken_line: false,
         })
+    }
+
+    /// Names the node on every line (`"node": ...`), so that the audit logs of a fleet's
+    /// nodes say which one made a change.
+    #[must_use]
+    pub fn with_node(mut self, node: String) -> Self {
+        self.node = Some(node);
+        self
     }
 
     /// The file's path.
@@ -159,11 +171,11 @@ impl AuditLog {
         if self.broken_line {
             line.push(b'\n');
         }
-        serde_json::to_writer(
-            &mut line,
-            &record.to_json(OffsetDateTime::now_utc(), outcome),
-        )
-        .map_err(io::Error::other)?;
+        let mut json = record.to_json(OffsetDateTime::now_utc(), outcome);
+        if let (Some(node), Value::Object(map)) = (&self.node, &mut json) {
+            map.insert("node".into(), json!(node));
+        }
+        serde_json::to_writer(&mut line, &json).map_err(io::Error::other)?;
         line.push(b'\n');
         // One write(2) of the whole line with O_APPEND: concurrent readers (tail -f) never
         // see two lines interleaved.
@@ -187,10 +199,10 @@ mod tests {
     use super::*;
     use crate::admin::rest::ApiBody;
     use crate::admin::rest::BackendBody;
-    use crate::admin::ControlPlane;
+    use crate::admin::{ControlPlane, Expect};
     use crate::model::certificate::tests::Fixtures;
     use crate::store::embedded::{EmbeddedStore, FILE_NAME};
-    use crate::store::{Kind, MasterKey, Store, StoreError};
+    use crate::store::{Contents, MasterKey, Store, StoreError, Transaction};
     use testkit::temp_dir;
 
     const PASSWORD: &str = "s3cret-Pa55";
@@ -220,27 +232,34 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
         let cp = control(dir.path(), Box::new(store));
         let p12 = files.read("modern.p12");
-        let (_, info) = cp.put_certificate(id("c1"), &p12, PASSWORD).unwrap();
+        let (_, info, _) = cp
+            .put_certificate(id("c1"), &p12, PASSWORD, &Expect::Anything)
+            .unwrap();
         // A failed upload (wrong password) is no change: no line.
-        assert!(cp.put_certificate(id("c2"), &p12, "wrong-pass").is_err());
+        assert!(cp
+            .put_certificate(id("c2"), &p12, "wrong-pass", &Expect::Anything)
+            .is_err());
         let backend: BackendBody = serde_json::from_value(json!({
             "url": "https://127.0.0.1:9443/api",
             "credentials": {"certificateId": "c1"}
         }))
         .unwrap();
-        cp.put_backend(id("b1"), &backend).unwrap();
-        cp.put_backend(id("b1"), &backend).unwrap();
+        cp.put_backend(id("b1"), &backend, &Expect::Anything)
+            .unwrap();
+        cp.put_backend(id("b1"), &backend, &Expect::Anything)
+            .unwrap();
         let api: ApiBody =
             serde_json::from_value(json!({"path": "/orders", "backendId": "b1"})).unwrap();
-        cp.put_api(id("orders"), &api).unwrap();
+        cp.put_api(id("orders"), &api, &Expect::Anything).unwrap();
         let policy = r#"<policies><inbound><base /><authentication-certificate certificate-id="c1" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#;
-        cp.put_policy(&id("orders"), policy).unwrap();
+        cp.put_policy(&id("orders"), policy, &Expect::Anything)
+            .unwrap();
         // Refused by a reference rule: no line.
-        assert!(cp.delete_certificate(&id("c1")).is_err());
-        cp.delete_policy(&id("orders")).unwrap();
-        cp.delete_api(&id("orders")).unwrap();
-        cp.delete_backend(&id("b1")).unwrap();
-        cp.delete_certificate(&id("c1")).unwrap();
+        assert!(cp.delete_certificate(&id("c1"), &Expect::Anything).is_err());
+        cp.delete_policy(&id("orders"), &Expect::Anything).unwrap();
+        cp.delete_api(&id("orders"), &Expect::Anything).unwrap();
+        cp.delete_backend(&id("b1"), &Expect::Anything).unwrap();
+        cp.delete_certificate(&id("c1"), &Expect::Anything).unwrap();
 
         let got = lines(dir.path());
         let tp = info.thumbprint.to_string();
@@ -310,13 +329,10 @@ mod tests {
     struct FailingStore;
 
     impl Store for FailingStore {
-        fn load_all(&self) -> Result<Vec<(Kind, String, Vec<u8>)>, StoreError> {
-            Ok(Vec::new())
+        fn load(&self) -> Result<Contents, StoreError> {
+            Ok(Contents::default())
         }
-        fn put(&self, _: Kind, _: &str, _: &[u8]) -> Result<(), StoreError> {
-            Err(StoreError::Backend("disk full".into()))
-        }
-        fn delete(&self, _: Kind, _: &str) -> Result<(), StoreError> {
+        fn commit(&self, _: &Transaction) -> Result<u64, StoreError> {
             Err(StoreError::Backend("disk full".into()))
         }
     }
@@ -326,7 +342,9 @@ mod tests {
         let dir = temp_dir("audit-fail").unwrap();
         let cp = control(dir.path(), Box::new(FailingStore));
         let backend: BackendBody = serde_json::from_value(json!({"url": "https://h"})).unwrap();
-        let err = cp.put_backend(id("b1"), &backend).unwrap_err();
+        let err = cp
+            .put_backend(id("b1"), &backend, &Expect::Anything)
+            .unwrap_err();
         assert_eq!(err.code, "StoreError");
         let got = lines(dir.path());
         assert_eq!(got.len(), 2, "{got:?}");
@@ -353,7 +371,9 @@ mod tests {
         .unwrap()
         .with_audit_log(log);
         let backend: BackendBody = serde_json::from_value(json!({"url": "https://h"})).unwrap();
-        let err = cp.put_backend(id("b1"), &backend).unwrap_err();
+        let err = cp
+            .put_backend(id("b1"), &backend, &Expect::Anything)
+            .unwrap_err();
         assert_eq!(err.code, "AuditLogError");
         assert_eq!(err.status.as_u16(), 500);
         assert!(cp.backend(&id("b1")).is_none(), "nothing changed");

@@ -132,12 +132,32 @@ impl From<InvalidRequest> for AdminError {
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
-        error!(error = %e, "store write failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "StoreError",
-            "The change could not be saved durably; nothing was changed.",
-        )
+        match e {
+            StoreError::Conflict(why) => {
+                tracing::info!(why = %why, "write lost to a concurrent write");
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "Another write changed what this one was checked against first; nothing was changed. Read the resource again and retry.",
+                )
+            }
+            StoreError::Unavailable(why) => {
+                error!(error = %why, "store unavailable: write refused");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StoreUnavailable",
+                    "The configuration store cannot be reached; nothing was changed. The gateway keeps serving its current configuration; retry later.",
+                )
+            }
+            e => {
+                error!(error = %e, "store write failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "StoreError",
+                    "The change could not be saved durably; nothing was changed.",
+                )
+            }
+        }
     }
 }
 

@@ -19,9 +19,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::rest::{ApiBody, BackendBody, CertificateBody, CertificateResource};
-use super::{AdminError, AdminToken, ControlPlane, Written};
+use super::{AdminError, AdminToken, ControlPlane, Expect, Written};
 use crate::model::ResourceId;
 use crate::secret::Secret;
+use crate::store::Kind;
 
 /// The largest request body accepted (1 MiB); larger ones get 413 `PayloadTooLarge`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -161,12 +162,65 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
     })
 }
 
-fn written(status: Written, body: impl Serialize) -> Response {
-    let code = match status {
+fn status_of(written: Written) -> StatusCode {
+    match written {
         Written::Created => StatusCode::CREATED,
         Written::Replaced => StatusCode::OK,
-    };
-    (code, Json(body)).into_response()
+    }
+}
+
+fn written(status: Written, body: impl Serialize, revision: u64) -> Response {
+    with_etag(
+        (status_of(status), Json(body)).into_response(),
+        Some(revision),
+    )
+}
+
+/// A resource's `ETag`: the store revision that last wrote it, as a strong validator.
+fn etag(revision: u64) -> String {
+    format!("\"{revision}\"")
+}
+
+fn with_etag(mut response: Response, revision: Option<u64>) -> Response {
+    if let Some(value) = revision.and_then(|r| HeaderValue::from_str(&etag(r)).ok()) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The request's `If-Match` (RFC 9110 §13.1.1): absent, `*`, or a list of strong entity
+/// tags this API issued. A weak tag (`W/"…"`) never matches in If-Match, and a tag that is
+/// not one of ours cannot be any resource's current one: both are 412 by the same rule,
+/// except an unparseable header, which is 400 so that a typo is not mistaken for a race.
+fn expectation(headers: &HeaderMap) -> Result<Expect, AdminError> {
+    let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(Expect::Anything);
+    }
+    let mut revisions = Vec::new();
+    for value in values {
+        let text = value
+            .to_str()
+            .map_err(|_| AdminError::invalid_request("The If-Match header is not ASCII text."))?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                return Ok(Expect::Exists);
+            }
+            let weak = tag.starts_with("W/");
+            let quoted = tag.trim_start_matches("W/");
+            let Some(inner) = quoted.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+                return Err(AdminError::invalid_request(
+                    "The If-Match header must be * or a list of quoted entity tags, as the ETag header gives them.",
+                ));
+            };
+            if weak {
+                continue;
+            }
+            // A tag that is not a number is no revision of ours: it matches nothing.
+            revisions.push(inner.parse::<u64>().unwrap_or(0));
+        }
+    }
+    Ok(Expect::Revisions(revisions))
 }
 
 fn xml(status: StatusCode, text: String) -> Response {
@@ -207,20 +261,26 @@ async fn list_certificates(State(c): Control) -> Json<serde_json::Value> {
 async fn get_certificate(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<CertificateResource>, AdminError> {
+) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let revision = c.view().revision_of(Kind::Certificate, &id);
     let info = c
         .certificate(&id)
         .ok_or_else(|| AdminError::not_found("certificate", &id))?;
-    Ok(Json(CertificateResource::new(&id, &info)))
+    Ok(with_etag(
+        Json(CertificateResource::new(&id, &info)).into_response(),
+        revision,
+    ))
 }
 
 async fn put_certificate(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
     let mut body: CertificateBody = json_body(body)?;
     // Copies of the PKCS#12 file are wiped like the body they come from.
     let compact: Secret<Vec<u8>> = Secret::new(
@@ -235,22 +295,28 @@ async fn put_certificate(
             .map_err(|_| AdminError::invalid_request("The field data is not valid base64."))?,
     );
     let password = Secret::new(std::mem::take(&mut body.password));
-    let (status, info) = {
+    let (status, info, revision) = {
         let id = id.clone();
         write(c, move |c| {
-            c.put_certificate(id, der.expose(), password.expose())
+            c.put_certificate(id, der.expose(), password.expose(), &expect)
         })
         .await?
     };
-    Ok(written(status, CertificateResource::new(&id, &info)))
+    Ok(written(
+        status,
+        CertificateResource::new(&id, &info),
+        revision,
+    ))
 }
 
 async fn delete_certificate(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    write(c, move |c| c.delete_certificate(&id)).await?;
+    let expect = expectation(&headers)?;
+    write(c, move |c| c.delete_certificate(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -265,29 +331,34 @@ async fn get_backend(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let revision = c.view().revision_of(Kind::Backend, &id);
     let b = c
         .backend(&id)
         .ok_or_else(|| AdminError::not_found("backend", &id))?;
-    Ok(Json(b).into_response())
+    Ok(with_etag(Json(b).into_response(), revision))
 }
 
 async fn put_backend(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
     let body: BackendBody = json_body(body)?;
-    let (status, resource) = write(c, move |c| c.put_backend(id, &body)).await?;
-    Ok(written(status, resource))
+    let (status, resource, revision) = write(c, move |c| c.put_backend(id, &body, &expect)).await?;
+    Ok(written(status, resource, revision))
 }
 
 async fn delete_backend(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    write(c, move |c| c.delete_backend(&id)).await?;
+    let expect = expectation(&headers)?;
+    write(c, move |c| c.delete_backend(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -302,29 +373,34 @@ async fn get_api(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let revision = c.view().revision_of(Kind::Api, &id);
     let a = c
         .api(&id)
         .ok_or_else(|| AdminError::not_found("API", &id))?;
-    Ok(Json(a).into_response())
+    Ok(with_etag(Json(a).into_response(), revision))
 }
 
 async fn put_api(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
     let body: ApiBody = json_body(body)?;
-    let (status, resource) = write(c, move |c| c.put_api(id, &body)).await?;
-    Ok(written(status, resource))
+    let (status, resource, revision) = write(c, move |c| c.put_api(id, &body, &expect)).await?;
+    Ok(written(status, resource, revision))
 }
 
 async fn delete_api(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    write(c, move |c| c.delete_api(&id)).await?;
+    let expect = expectation(&headers)?;
+    write(c, move |c| c.delete_api(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -333,15 +409,19 @@ async fn get_policy(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
-    Ok(xml(StatusCode::OK, c.policy(&id)?))
+    // A policy is part of its API's record: it has the API's ETag.
+    let revision = c.view().revision_of(Kind::Api, &id);
+    Ok(with_etag(xml(StatusCode::OK, c.policy(&id)?), revision))
 }
 
 async fn put_policy(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
     let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
     let bytes = body_bytes(body)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         AdminError::bad_request(
@@ -353,23 +433,21 @@ async fn put_policy(
         )
     })?;
     let text = text.to_owned();
-    let (status, stored) = write(c, move |c| {
-        let status = c.put_policy(&id, &text)?;
-        Ok((status, c.policy(&id)?))
+    let (status, revision, stored) = write(c, move |c| {
+        let (status, revision) = c.put_policy(&id, &text, &expect)?;
+        Ok((status, revision, c.policy(&id)?))
     })
     .await?;
-    let code = match status {
-        Written::Created => StatusCode::CREATED,
-        Written::Replaced => StatusCode::OK,
-    };
-    Ok(xml(code, stored))
+    Ok(with_etag(xml(status_of(status), stored), Some(revision)))
 }
 
 async fn delete_policy(
     State(c): Control,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     let id = resource_id(path)?;
-    write(c, move |c| c.delete_policy(&id)).await?;
+    let expect = expectation(&headers)?;
+    write(c, move |c| c.delete_policy(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

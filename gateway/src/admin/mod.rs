@@ -3,14 +3,24 @@
 //!
 //! This module owns [`ControlPlane`] (load at start, validated writes with referential
 //! rules, publish after every change), the admin token ([`resolve_token`]) and, in
-//! [`http`], the axum router. Every write runs: validate → append the [`audit`] line
-//! (fsynced; if it fails the change is refused) → write to the store (durable) → count it in
-//! `edgegw_admin_changes_total` → make the next resources → `publish(&resources)` → swap them
-//! in → respond. Writes are serialized by one mutex and run on a blocking thread (the
-//! handlers of [`http`] hand them to `spawn_blocking`: fsync, DNS and TLS context building
-//! never stall the async thread that also serves `/metrics` and signals). Reads take no
-//! lock: they load the immutable current [`Resources`], swapped in whole by each write. A
-//! failed store write leaves memory unchanged.
+//! [`http`], the axum router.
+//!
+//! A write runs under the writer lock, on a blocking thread (the handlers of [`http`] hand
+//! writes to `spawn_blocking`: fsync, etcd round trips and TLS context building never stall
+//! the async thread that also serves reads, `/metrics` and signals): check it against the
+//! current [`View`] → state what it checked as store [`Condition`]s → append the [`audit`]
+//! line (fsynced; if it fails the change is refused) → commit the transaction (durable; a
+//! condition that no longer holds is 409 `Conflict` and nothing changes) → count it in
+//! `edgegw_admin_changes_total` → apply it.
+//!
+//! Applying is one path for every change, local or not ([`ControlPlane::apply`]): decode
+//! the records, make the next resources, `publish(&resources)`, swap the next view in. The
+//! embedded store has one writer, this process: its commits are applied at once. A shared
+//! store (etcd) is written by every node of a fleet: all its changes, this node's included,
+//! arrive through its one watch in revision order, and a write returns once the watch has
+//! applied it (so a node reads its own writes, and its next write is checked against a
+//! view that is complete up to its last one). Reads take no lock: they load the immutable
+//! current view.
 
 // Control plane: the writer mutex is held on blocking threads only (see `http::write`).
 #![allow(clippy::disallowed_types)]
@@ -21,7 +31,9 @@ pub mod http;
 pub mod rest;
 pub mod token;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -38,7 +50,9 @@ use crate::model::policy::{parse_policy, EMPTY_POLICY};
 use crate::model::{
     Api, Backend, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint,
 };
-use crate::store::{records, Kind, MasterKey, Store, StoreError};
+use crate::store::{
+    records, Change, Condition, Contents, Kind, MasterKey, Store, StoreError, Transaction, Update,
+};
 use rest::{ApiBody, ApiResource, BackendBody, BackendResource};
 
 /// Called with the complete resources after loading and after every change; builds and
@@ -54,24 +68,101 @@ pub enum Written {
     Replaced,
 }
 
-/// What only a writer touches (behind the write mutex).
-struct State {
+/// What a request's `If-Match` asks of the resource it writes (RFC 9110 §13.1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// No `If-Match`: write whatever is there.
+    #[default]
+    Anything,
+    /// `If-Match: *`: the resource must exist.
+    Exists,
+    /// `If-Match: "r1", "r2"`: the resource must be at one of these revisions.
+    Revisions(Vec<u64>),
+}
+
+impl Expect {
+    /// 412 `PreconditionFailed` unless a resource at `current` (None: absent) satisfies it.
+    fn check(&self, what: &str, id: &ResourceId, current: Option<u64>) -> Result<(), AdminError> {
+        let ok = match (self, current) {
+            (Expect::Anything, _) => true,
+            (Expect::Exists, found) => found.is_some(),
+            (Expect::Revisions(wanted), Some(found)) => wanted.contains(&found),
+            (Expect::Revisions(_), None) => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(AdminError::new(
+            axum::http::StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            match current {
+                Some(r) => format!(
+                    "The {what} {id} is at ETag \"{r}\", not the one If-Match names; nothing was changed. Read it again and retry."
+                ),
+                None => format!("The {what} {id} does not exist; If-Match needs it to."),
+            },
+        ))
+    }
+}
+
+/// The store revision that last wrote each record.
+type Revisions = HashMap<(Kind, ResourceId), u64>;
+
+/// What reads see, replaced whole by each applied change, never changed in place.
+#[derive(Default)]
+pub struct View {
+    pub resources: Arc<Resources>,
+    revisions: Arc<Revisions>,
+    /// Every store change up to this revision is in `resources`.
+    pub revision: u64,
+}
+
+impl View {
+    /// The revision that last wrote a record (its `ETag`), if it exists.
+    pub fn revision_of(&self, kind: Kind, id: &ResourceId) -> Option<u64> {
+        self.revisions.get(&(kind, id.clone())).copied()
+    }
+
+    fn at(&self, kind: Kind, id: &ResourceId) -> Condition {
+        Condition::At {
+            kind,
+            id: id.to_string(),
+            revision: self.revision_of(kind, id).unwrap_or(0),
+        }
+    }
+
+    fn none_written_after(&self, kind: Kind) -> Condition {
+        Condition::NoneWrittenAfter {
+            kind,
+            revision: self.revision,
+        }
+    }
+
+    /// The condition that the certificate a reference resolves to is still the one seen.
+    fn certificate_at(&self, r: &CertificateRef) -> Option<Condition> {
+        self.resources
+            .find_certificate(r)
+            .map(|c| self.at(Kind::Certificate, &c.id))
+    }
+}
+
+/// What only a writer touches (behind the writer lock).
+struct Writer {
     store: Box<dyn Store>,
-    master_key: MasterKey,
-    publish: Publish,
     /// `data_dir/audit.log`; `None` only where no data dir exists (unit tests).
     audit: Option<AuditLog>,
 }
 
-impl State {
+impl Writer {
     /// Commits one change durably: the audit line first (write-ahead, fsynced; if it cannot
-    /// be written the change is refused and nothing changes), then the store write `commit`.
-    /// A failed store write is followed by an `"outcome": "failed"` audit line.
+    /// be written the change is refused and nothing changes), then the store transaction.
+    /// A failed commit is followed by an `"outcome": "failed"` audit line. Returns the
+    /// store revision of the change.
     fn durable(
         &mut self,
         record: &AuditRecord,
-        commit: impl FnOnce(&dyn Store) -> Result<(), StoreError>,
-    ) -> Result<(), AdminError> {
+        transaction: &Transaction,
+    ) -> Result<u64, AdminError> {
         if let Some(log) = self.audit.as_mut() {
             log.append(record, None).map_err(|e| {
                 error!(
@@ -88,31 +179,62 @@ impl State {
                 )
             })?;
         }
-        if let Err(e) = commit(&*self.store) {
-            if let Some(log) = self.audit.as_mut() {
-                if let Err(ae) = log.append(record, Some("failed")) {
-                    error!(error = %ae, path = %log.path().display(), "audit log write failed");
-                }
+        match self.store.commit(transaction) {
+            Ok(revision) => {
+                crate::metrics::record_admin_change(
+                    record.kind.as_str(),
+                    record.operation.as_str(),
+                );
+                Ok(revision)
             }
-            return Err(e.into());
+            Err(e) => {
+                if let Some(log) = self.audit.as_mut() {
+                    let outcome = match e {
+                        StoreError::Conflict(_) => "conflict",
+                        StoreError::Unavailable(_) => "unavailable",
+                        _ => "failed",
+                    };
+                    if let Err(ae) = log.append(record, Some(outcome)) {
+                        error!(error = %ae, path = %log.path().display(), "audit log write failed");
+                    }
+                }
+                Err(e.into())
+            }
         }
-        crate::metrics::record_admin_change(record.kind.as_str(), record.operation.as_str());
-        Ok(())
     }
 }
+
+/// How long a write on a shared store waits for the watch to bring its own change back.
+/// Past it the write still answers success (it is committed) and logs that the watch lags.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// The control plane: resources in memory, their durable store, and the publish hook.
 pub struct ControlPlane {
     /// Held by one writer at a time, on a blocking thread.
-    state: Mutex<State>,
-    /// What reads see: replaced whole by each committed write, never changed in place.
-    current: ArcSwap<Resources>,
+    writer: Mutex<Writer>,
+    /// Opens certificate records (every applied change decodes its records).
+    master_key: MasterKey,
+    /// Held while a change is applied: applications (own commits, the watch) are serialized
+    /// and publish in revision order.
+    publish: Mutex<Publish>,
+    current: ArcSwap<View>,
+    /// Signalled after each application; writers on a shared store wait on it.
+    applied: Condvar,
+    applied_lock: Mutex<()>,
+    /// Whether the store is shared (see the module documentation).
+    shared: bool,
 }
 
 impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane").finish_non_exhaustive()
     }
+}
+
+/// A lock whose holder panicked is still consistent here: every change builds the next
+/// view first and swaps it in whole, so there is never a half-changed state behind it.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ControlPlane {
@@ -123,23 +245,47 @@ impl ControlPlane {
         master_key: MasterKey,
         publish: Publish,
     ) -> Result<Self, StoreError> {
-        let resources = records::load(&*store, &master_key)?;
+        let contents = store.load()?;
+        Self::from_contents(store, contents, master_key, publish)
+    }
+
+    /// Starts from `contents` (read from `store`, or from a node's local copy of a shared
+    /// store while that store cannot be reached), then calls `publish` once.
+    pub fn from_contents(
+        store: Box<dyn Store>,
+        contents: Contents,
+        master_key: MasterKey,
+        publish: Publish,
+    ) -> Result<Self, StoreError> {
+        let resources = records::load(&contents, &master_key)?;
         warn_dangling(&resources);
         info!(
             certificates = resources.certificates.len(),
             backends = resources.backends.len(),
             apis = resources.apis.len(),
+            revision = contents.revision,
             "control plane loaded the store"
         );
         publish(&resources);
+        let mut revisions = Revisions::new();
+        for r in &contents.records {
+            if let Ok(id) = ResourceId::parse(&r.id) {
+                revisions.insert((r.kind, id), r.revision);
+            }
+        }
+        let shared = store.shared();
         Ok(Self {
-            state: Mutex::new(State {
-                store,
-                master_key,
-                publish,
-                audit: None,
+            writer: Mutex::new(Writer { store, audit: None }),
+            master_key,
+            publish: Mutex::new(publish),
+            current: ArcSwap::from_pointee(View {
+                resources: Arc::new(resources),
+                revisions: Arc::new(revisions),
+                revision: contents.revision,
             }),
-            current: ArcSwap::from_pointee(resources),
+            applied: Condvar::new(),
+            applied_lock: Mutex::new(()),
+            shared,
         })
     }
 
@@ -147,43 +293,172 @@ impl ControlPlane {
     /// the change is committed.
     #[must_use]
     pub fn with_audit_log(self, log: AuditLog) -> Self {
-        self.lock().audit = Some(log);
+        relock(&self.writer).audit = Some(log);
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave memory half-changed: every write
-        // builds the next resources first and swaps them in whole after the store write,
-        // so the state behind a poisoned lock is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        relock(&self.writer)
     }
 
     /// Runs `f` on the current resources (for reads; no lock is taken).
     pub fn with_resources<R>(&self, f: impl FnOnce(&Resources) -> R) -> R {
-        f(&self.current.load())
+        f(&self.current.load().resources)
     }
 
     /// The current resources (an immutable copy that later writes do not change).
     pub fn resources(&self) -> Arc<Resources> {
-        self.current.load_full()
+        self.current.load().resources.clone()
     }
 
-    /// The one commit step of a write (under the write lock, after the store write): a copy
-    /// of `base` (the resources the write was checked against) with `change` applied is
-    /// published to the data plane and becomes what reads see.
-    fn commit(&self, state: &State, base: &Resources, change: impl FnOnce(&mut Resources)) {
-        let mut next = base.clone();
-        change(&mut next);
-        (state.publish)(&next);
-        self.current.store(Arc::new(next));
+    /// The current view (resources, their revisions, the revision it is complete up to).
+    pub fn view(&self) -> Arc<View> {
+        self.current.load_full()
     }
 
     /// Publishes the current resources again (after a backend's address changed in DNS).
     pub fn republish(&self) {
-        let state = self.lock();
-        (state.publish)(&self.current.load());
+        let publish = relock(&self.publish);
+        publish(&self.current.load().resources);
+    }
+
+    /// Applies store changes in revision order (one path for this node's commits and for
+    /// the watch of a shared store): an update the view already has (its revision is not
+    /// newer than the one the view holds for that record) is skipped, so a change that
+    /// arrives twice (a watch resumed after a reconnect) changes nothing. Publishes once,
+    /// and only when something changed; the view is then complete up to `revision`. A record
+    /// that does not decode (written by a newer edgegw, or damaged) is logged and skipped:
+    /// the node keeps what it had for it. Returns whether anything changed.
+    pub fn apply(&self, updates: &[Update], revision: u64) -> bool {
+        let publish = relock(&self.publish);
+        let view = self.current.load_full();
+        let mut next: Option<(Resources, Revisions)> = None;
+        for u in updates {
+            let Ok(id) = ResourceId::parse(&u.id) else {
+                error!(kind = %u.kind, id = %u.id, "the store holds a record with an invalid id; ignored");
+                continue;
+            };
+            let known = view.revisions.get(&(u.kind, id.clone())).copied();
+            if known.is_some_and(|k| k >= u.revision) {
+                continue;
+            }
+            match &u.value {
+                Some(value) => match records::decode(u.kind, &u.id, value, &self.master_key) {
+                    Ok((id, resource)) => {
+                        let (resources, revisions) = next.get_or_insert_with(|| {
+                            ((*view.resources).clone(), (*view.revisions).clone())
+                        });
+                        revisions.insert((u.kind, id.clone()), u.revision);
+                        resource.insert_into(resources, id);
+                    }
+                    Err(e) => {
+                        error!(error = %e, revision = u.revision, "a changed record cannot be read; keeping the previous one");
+                        crate::metrics::record_store_rejected_record();
+                    }
+                },
+                None if known.is_some() => {
+                    let (resources, revisions) = next.get_or_insert_with(|| {
+                        ((*view.resources).clone(), (*view.revisions).clone())
+                    });
+                    revisions.remove(&(u.kind, id.clone()));
+                    records::remove_from(resources, u.kind, &id);
+                }
+                None => {}
+            }
+        }
+        let changed = next.is_some();
+        let revision = revision.max(view.revision);
+        let next_view = match next {
+            Some((resources, revisions)) => {
+                publish(&resources);
+                View {
+                    resources: Arc::new(resources),
+                    revisions: Arc::new(revisions),
+                    revision,
+                }
+            }
+            None => View {
+                resources: view.resources.clone(),
+                revisions: view.revisions.clone(),
+                revision,
+            },
+        };
+        self.current.store(Arc::new(next_view));
+        crate::metrics::record_store_revision(revision);
+        drop(publish);
+        let _guard = relock(&self.applied_lock);
+        self.applied.notify_all();
+        changed
+    }
+
+    /// Brings the view to `contents`, a complete copy of the store (after the watch lost
+    /// its place, e.g. to a compaction): only records whose revision differs are decoded,
+    /// and when nothing differs nothing is published. Returns whether anything changed.
+    pub fn reload(&self, contents: &Contents) -> bool {
+        let view = self.current.load_full();
+        let mut present = std::collections::HashSet::new();
+        let mut updates = Vec::new();
+        for r in &contents.records {
+            if let Ok(id) = ResourceId::parse(&r.id) {
+                if view.revisions.get(&(r.kind, id.clone())) != Some(&r.revision) {
+                    updates.push(Update {
+                        kind: r.kind,
+                        id: r.id.clone(),
+                        value: Some(r.value.clone()),
+                        revision: r.revision,
+                    });
+                }
+                present.insert((r.kind, id));
+            }
+        }
+        for (kind, id) in view.revisions.keys() {
+            if !present.contains(&(*kind, id.clone())) {
+                updates.push(Update {
+                    kind: *kind,
+                    id: id.to_string(),
+                    value: None,
+                    revision: contents.revision,
+                });
+            }
+        }
+        self.apply(&updates, contents.revision)
+    }
+
+    /// After this node's commit at `revision`: apply it (the only writer), or wait until
+    /// the shared store's watch has.
+    fn follow(&self, transaction: &Transaction, revision: u64) {
+        if !self.shared {
+            self.apply(&transaction.updates(revision), revision);
+            return;
+        }
+        let deadline = Instant::now() + APPLY_WAIT;
+        let mut guard = relock(&self.applied_lock);
+        while self.current.load().revision < revision {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(
+                    revision,
+                    "the change is committed, but the store's watch has not brought it back within {APPLY_WAIT:?}; it applies when the watch catches up"
+                );
+                return;
+            }
+            guard = match self.applied.wait_timeout(guard, left) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Commits one checked change and applies it; returns its store revision.
+    fn write(
+        &self,
+        writer: &mut Writer,
+        audit: &AuditRecord,
+        transaction: Transaction,
+    ) -> Result<u64, AdminError> {
+        let revision = writer.durable(audit, &transaction)?;
+        self.follow(&transaction, revision);
+        Ok(revision)
     }
 
     /// The public description of a certificate.
@@ -241,16 +516,19 @@ impl ControlPlane {
         id: ResourceId,
         pkcs12: &[u8],
         password: &str,
-    ) -> Result<(Written, CertificateInfo), AdminError> {
+        expect: &Expect,
+    ) -> Result<(Written, CertificateInfo, u64), AdminError> {
         let cert = parse_pkcs12(id.clone(), pkcs12, password)?;
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
+        expect.check("certificate", &id, view.revision_of(Kind::Certificate, &id))?;
+        let mut conditions = vec![view.at(Kind::Certificate, &id)];
         let written = match resources.certificates.get(&id) {
             Some(old) => {
                 if old.info.thumbprint != cert.info.thumbprint {
                     let dependents =
-                        certificate_dependents(&resources, &id, old.info.thumbprint, true);
+                        certificate_dependents(resources, &id, old.info.thumbprint, true);
                     if !dependents.is_empty() {
                         return Err(AdminError::conflict(
                             "CertificateInUse",
@@ -261,12 +539,13 @@ impl ControlPlane {
                             dependents,
                         ));
                     }
+                    conditions.extend(in_use_conditions(&view, &id, old.info.thumbprint));
                 }
                 Written::Replaced
             }
             None => Written::Created,
         };
-        let record = records::encode_certificate(&cert, &state.master_key)?;
+        let record = records::encode_certificate(&cert, &self.master_key)?;
         let audit = AuditRecord {
             operation: Operation::Put,
             kind: AuditKind::Certificate,
@@ -274,32 +553,39 @@ impl ControlPlane {
             thumbprint: Some(cert.info.thumbprint),
             created: Some(written == Written::Created),
         };
-        state.durable(&audit, |s| s.put(Kind::Certificate, id.as_str(), &record))?;
+        let transaction = Transaction {
+            conditions,
+            changes: vec![Change::Put {
+                kind: Kind::Certificate,
+                id: id.to_string(),
+                value: record,
+            }],
+        };
+        let revision = self.write(&mut writer, &audit, transaction)?;
         let info = cert.info.clone();
-        self.commit(state, &resources, |next| {
-            next.certificates.insert(id.clone(), Arc::new(cert));
-        });
         info!(
             kind = "certificate",
             id = %id,
             thumbprint = %info.thumbprint,
             subject = %info.subject,
             replaced = written == Written::Replaced,
+            revision,
             "certificate stored"
         );
-        Ok((written, info))
+        Ok((written, info, revision))
     }
 
     /// Deletes a certificate unless a backend or API policy refers to it.
-    pub fn delete_certificate(&self, id: &ResourceId) -> Result<(), AdminError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+    pub fn delete_certificate(&self, id: &ResourceId, expect: &Expect) -> Result<(), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
         let Some(cert) = resources.certificates.get(id) else {
             return Err(AdminError::not_found("certificate", id));
         };
+        expect.check("certificate", id, view.revision_of(Kind::Certificate, id))?;
         let thumbprint = cert.info.thumbprint;
-        let dependents = certificate_dependents(&resources, id, thumbprint, false);
+        let dependents = certificate_dependents(resources, id, thumbprint, false);
         if !dependents.is_empty() {
             return Err(AdminError::conflict(
                 "CertificateInUse",
@@ -309,6 +595,8 @@ impl ControlPlane {
                 dependents,
             ));
         }
+        let mut conditions = vec![view.at(Kind::Certificate, id)];
+        conditions.extend(in_use_conditions(&view, id, thumbprint));
         let audit = AuditRecord {
             operation: Operation::Delete,
             kind: AuditKind::Certificate,
@@ -316,10 +604,14 @@ impl ControlPlane {
             thumbprint: Some(thumbprint),
             created: None,
         };
-        state.durable(&audit, |s| s.delete(Kind::Certificate, id.as_str()))?;
-        self.commit(state, &resources, |next| {
-            next.certificates.remove(id);
-        });
+        let transaction = Transaction {
+            conditions,
+            changes: vec![Change::Delete {
+                kind: Kind::Certificate,
+                id: id.to_string(),
+            }],
+        };
+        self.write(&mut writer, &audit, transaction)?;
         info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
         Ok(())
     }
@@ -329,13 +621,20 @@ impl ControlPlane {
         &self,
         id: ResourceId,
         body: &BackendBody,
-    ) -> Result<(Written, BackendResource), AdminError> {
+        expect: &Expect,
+    ) -> Result<(Written, BackendResource, u64), AdminError> {
         let backend = Backend::try_from((id.clone(), body))?;
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
+        expect.check("backend", &id, view.revision_of(Kind::Backend, &id))?;
+        let mut conditions = vec![view.at(Kind::Backend, &id)];
         let thumbprint = match &backend.credential {
-            Some(r) => Some(resolve_certificate(&resources, r)?),
+            Some(r) => {
+                let t = resolve_certificate(resources, r)?;
+                conditions.extend(view.certificate_at(r));
+                Some(t)
+            }
             None => None,
         };
         let written = if resources.backends.contains_key(&id) {
@@ -351,30 +650,37 @@ impl ControlPlane {
             thumbprint,
             created: Some(written == Written::Created),
         };
-        state.durable(&audit, |s| s.put(Kind::Backend, id.as_str(), &record))?;
+        let transaction = Transaction {
+            conditions,
+            changes: vec![Change::Put {
+                kind: Kind::Backend,
+                id: id.to_string(),
+                value: record,
+            }],
+        };
+        let revision = self.write(&mut writer, &audit, transaction)?;
         let resource = BackendResource::from(&backend);
-        self.commit(state, &resources, |next| {
-            next.backends.insert(id.clone(), backend);
-        });
         info!(
             kind = "backend",
             id = %id,
             url = %resource.url,
             thumbprint = %thumbprint.map(|t| t.to_string()).unwrap_or_default(),
             replaced = written == Written::Replaced,
+            revision,
             "backend stored"
         );
-        Ok((written, resource))
+        Ok((written, resource, revision))
     }
 
     /// Deletes a backend unless an API uses it.
-    pub fn delete_backend(&self, id: &ResourceId) -> Result<(), AdminError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+    pub fn delete_backend(&self, id: &ResourceId, expect: &Expect) -> Result<(), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
         let Some(backend) = resources.backends.get(id) else {
             return Err(AdminError::not_found("backend", id));
         };
+        expect.check("backend", id, view.revision_of(Kind::Backend, id))?;
         let thumbprint = backend
             .credential
             .as_ref()
@@ -400,10 +706,18 @@ impl ControlPlane {
             thumbprint,
             created: None,
         };
-        state.durable(&audit, |s| s.delete(Kind::Backend, id.as_str()))?;
-        self.commit(state, &resources, |next| {
-            next.backends.remove(id);
-        });
+        let transaction = Transaction {
+            // No API may have started using it since the view was complete.
+            conditions: vec![
+                view.at(Kind::Backend, id),
+                view.none_written_after(Kind::Api),
+            ],
+            changes: vec![Change::Delete {
+                kind: Kind::Backend,
+                id: id.to_string(),
+            }],
+        };
+        self.write(&mut writer, &audit, transaction)?;
         info!(kind = "backend", id = %id, "backend deleted");
         Ok(())
     }
@@ -413,11 +727,13 @@ impl ControlPlane {
         &self,
         id: ResourceId,
         body: &ApiBody,
-    ) -> Result<(Written, ApiResource), AdminError> {
+        expect: &Expect,
+    ) -> Result<(Written, ApiResource, u64), AdminError> {
         let mut api = Api::try_from((id.clone(), body))?;
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
+        expect.check("API", &id, view.revision_of(Kind::Api, &id))?;
         if !resources.backends.contains_key(&api.backend_id) {
             return Err(AdminError::bad_request(
                 "BackendNotFound",
@@ -442,43 +758,70 @@ impl ControlPlane {
             }
             None => Written::Created,
         };
-        self.save_api(state, api, written, AuditKind::Api, "API stored")
+        // The backend it routes to must still be there, and no other API may have taken the
+        // path since the view was complete.
+        let conditions = vec![
+            view.at(Kind::Backend, &api.backend_id),
+            view.none_written_after(Kind::Api),
+        ];
+        self.save_api(
+            &mut writer,
+            &view,
+            api,
+            written,
+            AuditKind::Api,
+            conditions,
+            "API stored",
+        )
     }
 
     /// Deletes an API (and its policy).
-    pub fn delete_api(&self, id: &ResourceId) -> Result<(), AdminError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+    pub fn delete_api(&self, id: &ResourceId, expect: &Expect) -> Result<(), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
         let Some(api) = resources.apis.get(id) else {
             return Err(AdminError::not_found("API", id));
         };
+        expect.check("API", id, view.revision_of(Kind::Api, id))?;
         let audit = AuditRecord {
             operation: Operation::Delete,
             kind: AuditKind::Api,
             id: id.clone(),
-            thumbprint: effective_thumbprint(&resources, api),
+            thumbprint: effective_thumbprint(resources, api),
             created: None,
         };
-        state.durable(&audit, |s| s.delete(Kind::Api, id.as_str()))?;
-        self.commit(state, &resources, |next| {
-            next.apis.remove(id);
-        });
+        let transaction = Transaction {
+            conditions: vec![view.at(Kind::Api, id)],
+            changes: vec![Change::Delete {
+                kind: Kind::Api,
+                id: id.to_string(),
+            }],
+        };
+        self.write(&mut writer, &audit, transaction)?;
         info!(kind = "api", id = %id, "API deleted");
         Ok(())
     }
 
     /// Sets an API's policy from XML; 201 when the API had none, else 200.
-    pub fn put_policy(&self, id: &ResourceId, xml: &str) -> Result<Written, AdminError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let resources = self.current.load();
+    pub fn put_policy(
+        &self,
+        id: &ResourceId,
+        xml: &str,
+        expect: &Expect,
+    ) -> Result<(Written, u64), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
         let Some(existing) = resources.apis.get(id) else {
             return Err(AdminError::not_found("API", id));
         };
+        expect.check("API", id, view.revision_of(Kind::Api, id))?;
         let policy = parse_policy(xml)?;
+        let mut conditions = Vec::new();
         if let Some(r) = &policy.authentication_certificate {
-            resolve_certificate(&resources, r)?;
+            resolve_certificate(resources, r)?;
+            conditions.extend(view.certificate_at(r));
         }
         let written = if existing.policy.is_some() {
             Written::Replaced
@@ -487,40 +830,56 @@ impl ControlPlane {
         };
         let mut api = existing.clone();
         api.policy = Some(policy);
-        self.save_api(state, api, written, AuditKind::Policy, "API policy stored")?;
-        Ok(written)
+        let (_, _, revision) = self.save_api(
+            &mut writer,
+            &view,
+            api,
+            written,
+            AuditKind::Policy,
+            conditions,
+            "API policy stored",
+        )?;
+        Ok((written, revision))
     }
 
     /// Removes an API's policy (the API then uses its backend's credentials).
-    pub fn delete_policy(&self, id: &ResourceId) -> Result<(), AdminError> {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let Some(existing) = self.current.load().apis.get(id).cloned() else {
+    pub fn delete_policy(&self, id: &ResourceId, expect: &Expect) -> Result<(), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let Some(existing) = view.resources.apis.get(id).cloned() else {
             return Err(AdminError::not_found("API", id));
         };
+        expect.check("API", id, view.revision_of(Kind::Api, id))?;
         let mut api = existing;
         api.policy = None;
         self.save_api(
-            state,
+            &mut writer,
+            &view,
             api,
             Written::Replaced,
             AuditKind::Policy,
+            Vec::new(),
             "API policy removed",
         )?;
         Ok(())
     }
 
+    /// Writes an API record (route or policy change); `conditions` are what the caller
+    /// checked besides the API record itself.
+    #[allow(clippy::too_many_arguments)]
     fn save_api(
         &self,
-        state: &mut State,
+        writer: &mut Writer,
+        view: &View,
         api: Api,
         written: Written,
         kind: AuditKind,
+        mut conditions: Vec<Condition>,
         what: &'static str,
-    ) -> Result<(Written, ApiResource), AdminError> {
-        let resources = self.current.load();
+    ) -> Result<(Written, ApiResource, u64), AdminError> {
+        let resources = &view.resources;
         let record = records::encode_api(&api)?;
-        let tp = effective_thumbprint(&resources, &api);
+        let tp = effective_thumbprint(resources, &api);
         let audit = match kind {
             AuditKind::Policy if api.policy.is_none() => AuditRecord {
                 operation: Operation::Delete,
@@ -544,22 +903,49 @@ impl ControlPlane {
                 created: Some(written == Written::Created),
             },
         };
-        state.durable(&audit, |s| s.put(Kind::Api, api.id.as_str(), &record))?;
+        conditions.push(view.at(Kind::Api, &api.id));
+        let transaction = Transaction {
+            conditions,
+            changes: vec![Change::Put {
+                kind: Kind::Api,
+                id: api.id.to_string(),
+                value: record,
+            }],
+        };
+        let revision = self.write(writer, &audit, transaction)?;
         let resource = ApiResource::from(&api);
         let thumbprint = tp.map(|t| t.to_string()).unwrap_or_default();
-        self.commit(state, &resources, |next| {
-            next.apis.insert(api.id.clone(), api);
-        });
         info!(
             kind = "api",
             id = %resource.id,
             path = %resource.path,
             backend = %resource.backend_id,
             thumbprint = %thumbprint,
+            revision,
             "{what}"
         );
-        Ok((written, resource))
+        Ok((written, resource, revision))
     }
+}
+
+/// What a check "nothing refers to certificate `id` (thumbprint `thumbprint`)" relied on:
+/// no backend and no API was written since the view was complete (a new reference would be
+/// one), and the other certificates with the same thumbprint, which keep references by
+/// thumbprint valid, are still the ones seen (a concurrent delete of one of them on another
+/// node must not pass too).
+fn in_use_conditions(view: &View, id: &ResourceId, thumbprint: Thumbprint) -> Vec<Condition> {
+    let mut conditions = vec![
+        view.none_written_after(Kind::Backend),
+        view.none_written_after(Kind::Api),
+    ];
+    conditions.extend(
+        view.resources
+            .certificates
+            .iter()
+            .filter(|(other, c)| *other != id && c.info.thumbprint == thumbprint)
+            .map(|(other, _)| view.at(Kind::Certificate, other)),
+    );
+    conditions
 }
 
 /// The thumbprint of the certificate an API presents (its policy's, else its backend's).

@@ -715,7 +715,16 @@ fn undecodable_records_are_errors_naming_them() {
     ] {
         let path = dir.path().join(format!("{id}.redb"));
         let store = EmbeddedStore::open(&path).unwrap();
-        store.put(kind, id, record).unwrap();
+        store
+            .commit(&Transaction {
+                conditions: vec![],
+                changes: vec![Change::Put {
+                    kind,
+                    id: id.into(),
+                    value: record.to_vec(),
+                }],
+            })
+            .unwrap();
         let err = ControlPlane::open(Box::new(store), master_key(), Box::new(|_| {})).unwrap_err();
         assert!(
             err.to_string().contains(&format!("{kind} \"{id}\""))
@@ -728,37 +737,28 @@ fn undecodable_records_are_errors_naming_them() {
 /// A store whose writes fail on demand.
 struct FlakyStore {
     fail: Arc<std::sync::atomic::AtomicBool>,
-    records: Mutex<Vec<(Kind, String, Vec<u8>)>>,
+    inner: EmbeddedStore,
 }
 
 impl Store for FlakyStore {
-    fn load_all(&self) -> Result<Vec<(Kind, String, Vec<u8>)>, StoreError> {
-        Ok(self.records.lock().unwrap().clone())
+    fn load(&self) -> Result<Contents, StoreError> {
+        self.inner.load()
     }
-    fn put(&self, kind: Kind, id: &str, record: &[u8]) -> Result<(), StoreError> {
+    fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("disk full".into()));
         }
-        self.records
-            .lock()
-            .unwrap()
-            .push((kind, id.to_owned(), record.to_vec()));
-        Ok(())
-    }
-    fn delete(&self, _: Kind, _: &str) -> Result<(), StoreError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("disk full".into()));
-        }
-        Ok(())
+        self.inner.commit(transaction)
     }
 }
 
 #[tokio::test]
 async fn failed_store_write_changes_nothing() {
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flaky_dir = temp_dir("flaky-store").unwrap();
     let store = FlakyStore {
         fail: fail.clone(),
-        records: Mutex::new(Vec::new()),
+        inner: EmbeddedStore::open(&flaky_dir.path().join(FILE_NAME)).unwrap(),
     };
     let published = Arc::new(AtomicUsize::new(0));
     let p = published.clone();

@@ -155,6 +155,12 @@ pub struct StoreConfig {
     /// `EDGEGW_MASTER_KEY` wins anyway; without it a key is generated once into
     /// `data_dir/master.key`.
     pub master_key_file: Option<PathBuf>,
+    /// `store.etcd_timeout`: the longest an etcd request may take (an admin write then
+    /// answers 503 `StoreUnavailable`); also the connect timeout. Default `2s`.
+    pub etcd_timeout: Duration,
+    /// `store.node_name`: how this node names itself in audit lines and logs (fleet mode).
+    /// Default: the host name and the listener port (`host:8443`).
+    pub node_name: Option<String>,
 }
 
 /// `steering.mode`.
@@ -253,6 +259,8 @@ impl Config {
                 etcd_endpoints: vec!["http://127.0.0.1:2379".to_owned()],
                 etcd_prefix: "/edgegw/".to_owned(),
                 master_key_file: None,
+                etcd_timeout: Duration::from_secs(2),
+                node_name: None,
             },
             steering: SteeringConfig {
                 mode: SteeringMode::Auto,

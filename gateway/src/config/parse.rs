@@ -45,7 +45,14 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("metrics", &["address"]),
     (
         "store",
-        &["kind", "etcd_endpoints", "etcd_prefix", "master_key_file"],
+        &[
+            "kind",
+            "etcd_endpoints",
+            "etcd_prefix",
+            "master_key_file",
+            "etcd_timeout",
+            "node_name",
+        ],
     ),
     ("steering", &["mode", "policy", "stall_threshold"]),
     (
@@ -351,6 +358,14 @@ impl Parser {
             for (i, endpoint) in endpoints.iter().enumerate() {
                 if let Some(Err(message)) = endpoint.as_deref().map(http_url) {
                     self.error(format!("{}[{i}]", s.key("etcd_endpoints")), message);
+                } else if endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("https://"))
+                {
+                    self.error(
+                        format!("{}[{i}]", s.key("etcd_endpoints")),
+                        "https:// (TLS to etcd) is not available in this build: use http:// to an etcd on a trusted network or loopback",
+                    );
                 }
             }
         }
@@ -359,6 +374,8 @@ impl Parser {
             etcd_endpoints: etcd_endpoints.into_iter().flatten().flatten().collect(),
             etcd_prefix: self.take_or(s, "etcd_prefix", d.etcd_prefix.clone(), etcd_prefix),
             master_key_file: self.take_or(s, "master_key_file", None, optional_path),
+            etcd_timeout: self.take_or(s, "etcd_timeout", d.etcd_timeout, |v| duration(v, false)),
+            node_name: self.take_or(s, "node_name", None, node_name),
         };
 
         // [steering]
@@ -569,6 +586,23 @@ fn one_of<T: Copy>(value: &Value, choices: &[(&str, T)]) -> Result<T, String> {
                 names.join(", ")
             )
         })
+}
+
+/// `store.node_name`: `""` (the default: host name and listener port) or 1 to 64 printable
+/// ASCII characters without spaces.
+fn node_name(value: &Value) -> Result<Option<String>, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| "expected a string".to_owned())?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 64 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "invalid node name {text:?}: 1 to 64 printable ASCII characters without spaces"
+        ));
+    }
+    Ok(Some(text.to_owned()))
 }
 
 fn etcd_prefix(value: &Value) -> Result<String, String> {

@@ -157,9 +157,11 @@ address = "10.0.0.1:19091"
 
 [store]
 kind = "etcd"
-etcd_endpoints = ["https://etcd-0:2379", "http://[fd00::1]:2379"]
+etcd_endpoints = ["http://etcd-0:2379", "http://[fd00::1]:2379"]
 etcd_prefix = "/gw/prod/"
 master_key_file = "/etc/edgegw/master.key"
+etcd_timeout = "750ms"
+node_name = "edge-a"
 
 [steering]
 mode = "ebpf"
@@ -207,9 +209,11 @@ request_timeout = "2m"
         },
         store: StoreConfig {
             kind: StoreKind::Etcd,
-            etcd_endpoints: vec!["https://etcd-0:2379".into(), "http://[fd00::1]:2379".into()],
+            etcd_endpoints: vec!["http://etcd-0:2379".into(), "http://[fd00::1]:2379".into()],
             etcd_prefix: "/gw/prod/".to_owned(),
             master_key_file: Some(PathBuf::from("/etc/edgegw/master.key")),
+            etcd_timeout: Duration::from_millis(750),
+            node_name: Some("edge-a".to_owned()),
         },
         steering: SteeringConfig {
             mode: SteeringMode::Ebpf,

@@ -32,6 +32,10 @@ pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_conn
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
 pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
 pub const TICKET_KEY_ROTATIONS_TOTAL: &str = "edgegw_ticket_key_rotations_total";
+pub const STORE_CONNECTED: &str = "edgegw_store_connected";
+pub const STORE_WATCH_REVISION: &str = "edgegw_store_watch_revision";
+pub const STORE_RELOADS_TOTAL: &str = "edgegw_store_reloads_total";
+pub const STORE_REJECTED_RECORDS_TOTAL: &str = "edgegw_store_rejected_records_total";
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "edgegw_upstream_connections_open";
 pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
     "edgegw_downstream_handshake_duration_seconds";
@@ -119,6 +123,22 @@ fn describe() {
         "Generation of the configuration snapshot in use; grows with every change."
     );
     describe_counter!(TICKET_KEY_ROTATIONS_TOTAL, "Session-ticket key rotations.");
+    describe_gauge!(
+        STORE_CONNECTED,
+        "1 while the configuration store is reachable (always 1 for the embedded store), else 0."
+    );
+    describe_gauge!(
+        STORE_WATCH_REVISION,
+        "The store revision the node's configuration is complete up to (fleet mode: what its watch applied)."
+    );
+    describe_counter!(
+        STORE_RELOADS_TOTAL,
+        "Full reloads of the shared store after its watch lost its place (compaction); changed=false when nothing differed and nothing was rebuilt."
+    );
+    describe_counter!(
+        STORE_REJECTED_RECORDS_TOTAL,
+        "Changed records from the shared store that this node could not read (logged; the node kept what it had)."
+    );
     describe_gauge!(
         UPSTREAM_CONNECTIONS_OPEN,
         "Open connections to each backend, by client certificate."
@@ -225,6 +245,27 @@ pub fn render(handle: &PrometheusHandle) -> String {
 /// One admin change (`kind`: certificate|backend|api|policy, `operation`: put|delete).
 pub fn record_admin_change(kind: &'static str, operation: &'static str) {
     metrics::counter!(ADMIN_CHANGES_TOTAL, "kind" => kind, "operation" => operation).increment(1);
+}
+
+/// The store's reachability alone.
+pub fn record_store_connected(connected: bool) {
+    metrics::gauge!(STORE_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// The revision the configuration is complete up to.
+pub fn record_store_revision(revision: u64) {
+    metrics::gauge!(STORE_WATCH_REVISION).set(revision as f64);
+}
+
+/// A full reload of the shared store; `changed`: whether anything differed.
+pub fn record_store_reload(changed: bool) {
+    metrics::counter!(STORE_RELOADS_TOTAL, "changed" => if changed { "true" } else { "false" })
+        .increment(1);
+}
+
+/// A changed record the node could not read.
+pub fn record_store_rejected_record() {
+    metrics::counter!(STORE_REJECTED_RECORDS_TOTAL).increment(1);
 }
 
 pub fn record_ticket_rotation() {

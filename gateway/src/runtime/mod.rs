@@ -17,9 +17,15 @@ use crate::metrics;
 use crate::snapshot::Publisher;
 use crate::steering::handover::{self, ControlSocket};
 use crate::steering::{self, Pulse, Steering};
-use crate::store::{self, MasterKey, StoreSettings};
+use crate::store::etcd::EtcdSettings;
+use crate::store::{self, MasterKey};
 use crate::tls::server::{build_acceptor, ServerTlsSettings};
 use crate::tls::tickets::TicketKeys;
+
+mod fleet;
+mod migrate;
+
+pub use migrate::{migrate, Migrated};
 
 /// Fixed client-side limits (not yet in the configuration file).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,11 +55,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(|e| fail(&format!("server.data_dir {}", data_dir.display()), e))?;
     let prometheus = metrics::install().map_err(RunError)?;
 
-    if config.store.kind == StoreKind::Etcd {
-        return Err(RunError(
-            "store.kind = \"etcd\" is not available in this build yet; use \"embedded\"".into(),
-        ));
-    }
+    // Fleet mode: etcd's client and the one watch run on their own thread, so that the
+    // store can be read before anything else starts and outlives every handover loop.
+    let fleet_runtime = match config.store.kind {
+        StoreKind::Etcd => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("edgegw-etcd")
+                .enable_all()
+                .build()
+                .map_err(|e| fail("starting the etcd client runtime", e))?,
+        ),
+        StoreKind::Embedded => None,
+    };
 
     // Is the data-plane port free, or held by an edgegw on this data dir that hands over?
     // SO_REUSEPORT would let us join any group of our user silently: a plain bind first.
@@ -104,40 +118,57 @@ pub fn run(config: Config) -> Result<(), RunError> {
     .map_err(|e| fail("admin token", e))?;
     let publisher = Arc::new(Publisher::new());
     let snapshot = publisher.handle();
+    let publish = || -> admin::Publish {
+        let publisher = publisher.clone();
+        Box::new(move |resources: &crate::model::Resources| {
+            let generation = publisher.publish(resources);
+            let expiries = resources
+                .certificates
+                .values()
+                .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
+                .collect();
+            metrics::record_config(generation, expiries);
+        })
+    };
+    // TLS for clients: one ticket-key set for all workers (in a fleet, the fleet's).
+    let tickets = TicketKeys::random().map_err(|e| fail("ticket keys", e))?;
     let open_control = |patience: Duration| -> Result<Arc<ControlPlane>, RunError> {
         let store = retry(patience, || {
-            store::open(&StoreSettings {
-                kind: store::StoreKind::Embedded,
-                data_dir: data_dir.clone(),
-                etcd_endpoints: config.store.etcd_endpoints.clone(),
-                etcd_prefix: config.store.etcd_prefix.clone(),
-            })
-            .map_err(|e| fail("opening the store", e))
+            store::open_embedded(&data_dir).map_err(|e| fail("opening the store", e))
         })?;
-        let publish = {
-            let publisher = publisher.clone();
-            Box::new(move |resources: &crate::model::Resources| {
-                let generation = publisher.publish(resources);
-                let expiries = resources
-                    .certificates
-                    .values()
-                    .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
-                    .collect();
-                metrics::record_config(generation, expiries);
-            })
-        };
+        metrics::record_store_connected(true);
         Ok(Arc::new(
-            ControlPlane::open(store, master_key()?, publish)
+            ControlPlane::open(Box::new(store), master_key()?, publish())
                 .map_err(|e| fail("loading the store", e))?
                 .with_audit_log(
-                    admin::AuditLog::open(&data_dir).map_err(|e| fail("audit log", e))?,
+                    admin::AuditLog::open(&data_dir)
+                        .map_err(|e| fail("audit log", e))?
+                        .with_node(node_name(&config)),
                 ),
         ))
     };
-    let control = open_control(patience)?;
+    let fleet_node = match &fleet_runtime {
+        Some(runtime) => Some(fleet::start(fleet::FleetStart {
+            settings: EtcdSettings {
+                endpoints: config.store.etcd_endpoints.clone(),
+                prefix: config.store.etcd_prefix.clone(),
+                timeout: config.store.etcd_timeout,
+            },
+            runtime,
+            data_dir: &data_dir,
+            node: node_name(&config),
+            master_key: &master_key,
+            publish: publish(),
+            tickets: tickets.clone(),
+            rotation: config.listener.ticket_key_rotation,
+        })?),
+        None => None,
+    };
+    let control = match &fleet_node {
+        Some(node) => node.control(),
+        None => open_control(patience)?,
+    };
 
-    // TLS for clients: one acceptor shared by all workers.
-    let tickets = TicketKeys::random().map_err(|e| fail("ticket keys", e))?;
     let acceptor = build_acceptor(
         &ServerTlsSettings {
             certificate: config.listener.certificate.as_deref(),
@@ -235,7 +266,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
             metrics_listener,
             prometheus: prometheus.clone(),
             tickets: tickets.clone(),
-            rotation: config.listener.ticket_key_rotation,
+            // A fleet rotates its shared keys itself (see `fleet`).
+            rotation: fleet_node
+                .is_none()
+                .then_some(config.listener.ticket_key_rotation),
             control_socket: &control_socket,
             steering: steering_control.clone(),
             listen,
@@ -266,7 +300,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 tracing::warn!(
                     "handover aborted by the new edgegw: taking the store and the admin/metrics ports back"
                 );
-                match open_control(HANDOVER_REACQUIRE)
+                // A fleet node's control plane never let go of anything: it goes on.
+                let reopen = |patience| match &fleet_node {
+                    Some(node) => Ok(node.control()),
+                    None => open_control(patience),
+                };
+                match reopen(HANDOVER_REACQUIRE)
                     .and_then(|c| Ok((c, bind_control_ports(HANDOVER_REACQUIRE)?)))
                 {
                     Ok((c, p)) => {
@@ -293,8 +332,31 @@ pub fn run(config: Config) -> Result<(), RunError> {
     if let Some(e) = worker_error {
         return Err(e);
     }
+    drop(fleet_node);
+    if let Some(runtime) = fleet_runtime {
+        // Stops the watch without waiting for a blocked etcd request.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
     tracing::info!("edgegw stopped");
     Ok(())
+}
+
+/// How this node names itself in audit lines (`store.node_name`, else host name and
+/// listener port: two nodes on one host differ by their port).
+fn node_name(config: &Config) -> String {
+    if let Some(name) = &config.store.node_name {
+        return name.clone();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it
+    // on success (we also stop at the first NUL).
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".to_owned()
+    };
+    format!("{host}:{}", config.listener.address.port())
 }
 
 /// How long the old process waits for the new one to join before taking everything back.
@@ -371,7 +433,8 @@ struct ControlPlaneParts<'a> {
     metrics_listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     tickets: TicketKeys,
-    rotation: Duration,
+    /// The local rotation period; `None` in a fleet (the fleet rotates its shared keys).
+    rotation: Option<Duration>,
     control_socket: &'a ControlSocket,
     steering: Arc<steering::Control>,
     listen: SocketAddr,
@@ -429,7 +492,9 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
     let mut servers = std::pin::pin!(async { tokio::try_join!(admin_server, metrics_server) });
     let upkeep = async move {
         let mut histograms = tokio::time::interval(Duration::from_secs(5));
-        let mut ticket_rotation = tokio::time::interval(rotation);
+        let local_rotation = rotation.is_some();
+        let mut ticket_rotation =
+            tokio::time::interval(rotation.unwrap_or(Duration::from_secs(3600)));
         ticket_rotation.tick().await;
         let mut dns_refresh = tokio::time::interval(crate::snapshot::dns::CHECK_EVERY);
         dns_refresh.tick().await;
@@ -451,7 +516,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
                         tracing::error!(error = %e, "DNS refresh failed");
                     }
                 },
-                _ = ticket_rotation.tick() => match tickets.rotate() {
+                _ = ticket_rotation.tick(), if local_rotation => match tickets.rotate() {
                     Ok(()) => {
                         metrics::record_ticket_rotation();
                         tracing::info!("session ticket key rotated");

@@ -1,12 +1,18 @@
-//! The embedded store: one redb file (`<data_dir>/edgegw.redb`), one table per [`Kind`].
-//! Every write is its own transaction committed with `Durability::Immediate` (fsync).
+//! The embedded store: one redb file (`<data_dir>/edgegw.redb`), one table per [`Kind`],
+//! plus the revisions: the store revision of every record and of the store, and the last
+//! revision that wrote each kind (what [`Condition::NoneWrittenAfter`] compares). Every
+//! commit is one redb write transaction committed with `Durability::Immediate` (fsync);
+//! its conditions are checked inside it.
+//!
+//! A file of edgegw 0.1 has no revisions: at open, every record without one gets
+//! revision 1 (so every `ETag` is defined) and the store revision becomes 1.
 
 use std::fmt::Display;
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{Kind, Store, StoreError};
+use super::{Change, Condition, Contents, Kind, Record, Store, StoreError, Transaction};
 
 /// The database file name inside the data directory.
 pub const FILE_NAME: &str = "edgegw.redb";
@@ -14,6 +20,11 @@ pub const FILE_NAME: &str = "edgegw.redb";
 const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates");
 const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("backends");
 const APIS: TableDefinition<&str, &[u8]> = TableDefinition::new("apis");
+/// `"<kind>/<id>"` → the revision that last wrote the record.
+const REVISIONS: TableDefinition<&str, u64> = TableDefinition::new("revisions");
+/// [`STORE_REVISION`] and `"written/<kind>"` → revisions.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STORE_REVISION: &str = "revision";
 
 fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
@@ -21,6 +32,14 @@ fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
         Kind::Backend => BACKENDS,
         Kind::Api => APIS,
     }
+}
+
+fn revision_key(kind: Kind, id: &str) -> String {
+    format!("{kind}/{id}")
+}
+
+fn written_key(kind: Kind) -> String {
+    format!("written/{kind}")
 }
 
 fn failed<E: Display>(what: &'static str) -> impl Fn(E) -> StoreError {
@@ -39,7 +58,8 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `path`, creating its directory and tables.
+    /// Opens (or creates) the database at `path`, creating its directory and tables, and
+    /// gives revisions to records of a 0.1 file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -53,59 +73,222 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         let store = Self { db };
         store.write(|tx| {
+            let mut revisions = tx
+                .open_table(REVISIONS)
+                .map_err(failed("creating a table"))?;
+            let mut meta = tx.open_table(META).map_err(failed("creating a table"))?;
+            let mut legacy = false;
             for kind in Kind::ALL {
-                tx.open_table(table(kind))
+                let t = tx
+                    .open_table(table(kind))
                     .map_err(failed("creating a table"))?;
+                for item in t.iter().map_err(failed("reading"))? {
+                    let (id, _) = item.map_err(failed("reading"))?;
+                    let key = revision_key(kind, id.value());
+                    if revisions
+                        .get(key.as_str())
+                        .map_err(failed("reading"))?
+                        .is_none()
+                    {
+                        revisions
+                            .insert(key.as_str(), 1)
+                            .map_err(failed("writing"))?;
+                        meta.insert(written_key(kind).as_str(), 1)
+                            .map_err(failed("writing"))?;
+                        legacy = true;
+                    }
+                }
+            }
+            let current = meta
+                .get(STORE_REVISION)
+                .map_err(failed("reading"))?
+                .map(|v| v.value());
+            if legacy && current.is_none() {
+                meta.insert(STORE_REVISION, 1).map_err(failed("writing"))?;
             }
             Ok(())
         })?;
         Ok(store)
     }
 
-    fn write(
+    fn write<T>(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut tx = self.db.begin_write().map_err(failed("starting a write"))?;
         tx.set_durability(Durability::Immediate);
-        f(&tx)?;
-        tx.commit().map_err(failed("committing"))
+        match f(&tx) {
+            Ok(value) => {
+                tx.commit().map_err(failed("committing"))?;
+                Ok(value)
+            }
+            Err(e) => {
+                tx.abort().map_err(failed("aborting"))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes records exactly as given, revisions included, replacing everything of the
+    /// same kind and id, and sets the store revision to at least `revision`. For copies of
+    /// another store (the fleet's local cache, `edgegw store migrate`); not a checked write.
+    pub fn import(&self, contents: &Contents, remove: &[(Kind, String)]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut revisions = tx
+                .open_table(REVISIONS)
+                .map_err(failed("opening a table"))?;
+            let mut meta = tx.open_table(META).map_err(failed("opening a table"))?;
+            for (kind, id) in remove {
+                let mut t = tx
+                    .open_table(table(*kind))
+                    .map_err(failed("opening a table"))?;
+                t.remove(id.as_str()).map_err(failed("deleting"))?;
+                revisions
+                    .remove(revision_key(*kind, id).as_str())
+                    .map_err(failed("deleting"))?;
+            }
+            for r in &contents.records {
+                let mut t = tx
+                    .open_table(table(r.kind))
+                    .map_err(failed("opening a table"))?;
+                t.insert(r.id.as_str(), r.value.as_slice())
+                    .map_err(failed("writing"))?;
+                revisions
+                    .insert(revision_key(r.kind, &r.id).as_str(), r.revision)
+                    .map_err(failed("writing"))?;
+                let key = written_key(r.kind);
+                let written = meta
+                    .get(key.as_str())
+                    .map_err(failed("reading"))?
+                    .map_or(0, |v| v.value());
+                meta.insert(key.as_str(), written.max(r.revision))
+                    .map_err(failed("writing"))?;
+            }
+            let current = meta
+                .get(STORE_REVISION)
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value());
+            meta.insert(STORE_REVISION, current.max(contents.revision))
+                .map_err(failed("writing"))?;
+            Ok(())
+        })
+    }
+
+    /// Removes every record (the fleet cache before it takes a full copy).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let all = self.load()?;
+        let remove: Vec<(Kind, String)> = all.records.into_iter().map(|r| (r.kind, r.id)).collect();
+        self.import(&Contents::default(), &remove)
+    }
+}
+
+fn check(tx: &WriteTransaction, condition: &Condition) -> Result<Option<String>, StoreError> {
+    match condition {
+        Condition::At { kind, id, revision } => {
+            let revisions = tx
+                .open_table(REVISIONS)
+                .map_err(failed("opening a table"))?;
+            let found = revisions
+                .get(revision_key(*kind, id).as_str())
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value());
+            Ok((found != *revision).then(|| {
+                format!("{kind} {id} is at revision {found}, the write expected {revision}")
+            }))
+        }
+        Condition::NoneWrittenAfter { kind, revision } => {
+            let meta = tx.open_table(META).map_err(failed("opening a table"))?;
+            let written = meta
+                .get(written_key(*kind).as_str())
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value());
+            Ok((written > *revision)
+                .then(|| format!("a {kind} was written at revision {written}, after {revision}")))
+        }
     }
 }
 
 impl Store for EmbeddedStore {
-    fn load_all(&self) -> Result<Vec<(Kind, String, Vec<u8>)>, StoreError> {
+    fn load(&self) -> Result<Contents, StoreError> {
         let tx = self.db.begin_read().map_err(failed("starting a read"))?;
-        let mut out = Vec::new();
+        let revisions = tx
+            .open_table(REVISIONS)
+            .map_err(failed("opening a table"))?;
+        let meta = tx.open_table(META).map_err(failed("opening a table"))?;
+        let mut out = Contents {
+            records: Vec::new(),
+            revision: meta
+                .get(STORE_REVISION)
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value()),
+        };
         for kind in Kind::ALL {
             let t = tx
                 .open_table(table(kind))
                 .map_err(failed("opening a table"))?;
             for item in t.iter().map_err(failed("reading"))? {
                 let (k, v) = item.map_err(failed("reading"))?;
-                out.push((kind, k.value().to_owned(), v.value().to_vec()));
+                let id = k.value().to_owned();
+                let revision = revisions
+                    .get(revision_key(kind, &id).as_str())
+                    .map_err(failed("reading"))?
+                    .map_or(0, |v| v.value());
+                out.records.push(Record {
+                    kind,
+                    id,
+                    value: v.value().to_vec(),
+                    revision,
+                });
             }
         }
         Ok(out)
     }
 
-    fn put(&self, kind: Kind, id: &str, record: &[u8]) -> Result<(), StoreError> {
+    fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError> {
         self.write(|tx| {
-            let mut t = tx
-                .open_table(table(kind))
+            for condition in &transaction.conditions {
+                if let Some(why) = check(tx, condition)? {
+                    return Err(StoreError::Conflict(why));
+                }
+            }
+            let mut meta = tx.open_table(META).map_err(failed("opening a table"))?;
+            let mut revisions = tx
+                .open_table(REVISIONS)
                 .map_err(failed("opening a table"))?;
-            t.insert(id, record).map_err(failed("writing"))?;
-            Ok(())
-        })
-    }
-
-    fn delete(&self, kind: Kind, id: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let mut t = tx
-                .open_table(table(kind))
-                .map_err(failed("opening a table"))?;
-            t.remove(id).map_err(failed("deleting"))?;
-            Ok(())
+            let current = meta
+                .get(STORE_REVISION)
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value());
+            if transaction.changes.is_empty() {
+                // As in etcd: a transaction that changes nothing makes no revision.
+                return Ok(current);
+            }
+            let revision = current + 1;
+            for change in &transaction.changes {
+                let (kind, id) = change.key();
+                let mut t = tx
+                    .open_table(table(kind))
+                    .map_err(failed("opening a table"))?;
+                match change {
+                    Change::Put { value, .. } => {
+                        t.insert(id, value.as_slice()).map_err(failed("writing"))?;
+                        revisions
+                            .insert(revision_key(kind, id).as_str(), revision)
+                            .map_err(failed("writing"))?;
+                        meta.insert(written_key(kind).as_str(), revision)
+                            .map_err(failed("writing"))?;
+                    }
+                    Change::Delete { .. } => {
+                        t.remove(id).map_err(failed("deleting"))?;
+                        revisions
+                            .remove(revision_key(kind, id).as_str())
+                            .map_err(failed("deleting"))?;
+                    }
+                }
+            }
+            meta.insert(STORE_REVISION, revision)
+                .map_err(failed("writing"))?;
+            Ok(revision)
         })
     }
 }
@@ -114,41 +297,149 @@ impl Store for EmbeddedStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::store::{open, StoreKind, StoreSettings};
     use testkit::temp_dir;
 
-    #[test]
-    fn reopen_keeps_data() {
-        let dir = temp_dir("redb").unwrap();
-        let settings = StoreSettings {
-            kind: StoreKind::Embedded,
-            data_dir: dir.path().join("nested"),
-            etcd_endpoints: vec![],
-            etcd_prefix: String::new(),
-        };
-        {
-            let s = open(&settings).unwrap();
-            assert!(s.load_all().unwrap().is_empty());
-            s.put(Kind::Api, "a1", b"api-1").unwrap();
-            s.put(Kind::Certificate, "c1", b"cert-1").unwrap();
-            s.put(Kind::Backend, "b1", b"backend-1").unwrap();
-            s.put(Kind::Backend, "b0", b"backend-0").unwrap();
-            s.put(Kind::Backend, "b0", b"backend-0b").unwrap();
-            s.put(Kind::Backend, "gone", b"x").unwrap();
-            s.delete(Kind::Backend, "gone").unwrap();
-            s.delete(Kind::Backend, "never-there").unwrap();
+    fn put(kind: Kind, id: &str, value: &[u8]) -> Change {
+        Change::Put {
+            kind,
+            id: id.into(),
+            value: value.to_vec(),
         }
-        let s = open(&settings).unwrap();
-        let all = s.load_all().unwrap();
+    }
+
+    fn commit(s: &EmbeddedStore, changes: Vec<Change>) -> u64 {
+        s.commit(&Transaction {
+            conditions: vec![],
+            changes,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_revisions() {
+        let dir = temp_dir("redb").unwrap();
+        let path = dir.path().join("nested").join(FILE_NAME);
+        {
+            let s = EmbeddedStore::open(&path).unwrap();
+            assert_eq!(s.load().unwrap(), Contents::default());
+            assert_eq!(commit(&s, vec![put(Kind::Api, "a1", b"api-1")]), 1);
+            commit(&s, vec![put(Kind::Certificate, "c1", b"cert-1")]);
+            commit(&s, vec![put(Kind::Backend, "b1", b"backend-1")]);
+            commit(&s, vec![put(Kind::Backend, "b0", b"backend-0")]);
+            commit(&s, vec![put(Kind::Backend, "b0", b"backend-0b")]);
+            commit(&s, vec![put(Kind::Backend, "gone", b"x")]);
+            let del = |id: &str| Change::Delete {
+                kind: Kind::Backend,
+                id: id.into(),
+            };
+            assert_eq!(commit(&s, vec![del("gone"), del("never-there")]), 7);
+        }
+        let s = EmbeddedStore::open(&path).unwrap();
+        let all = s.load().unwrap();
+        let r = |kind, id: &str, value: &[u8], revision| Record {
+            kind,
+            id: id.into(),
+            value: value.to_vec(),
+            revision,
+        };
         assert_eq!(
             all,
-            vec![
-                (Kind::Certificate, "c1".to_owned(), b"cert-1".to_vec()),
-                (Kind::Backend, "b0".to_owned(), b"backend-0b".to_vec()),
-                (Kind::Backend, "b1".to_owned(), b"backend-1".to_vec()),
-                (Kind::Api, "a1".to_owned(), b"api-1".to_vec()),
-            ]
+            Contents {
+                records: vec![
+                    r(Kind::Certificate, "c1", b"cert-1", 2),
+                    r(Kind::Backend, "b0", b"backend-0b", 5),
+                    r(Kind::Backend, "b1", b"backend-1", 3),
+                    r(Kind::Api, "a1", b"api-1", 1),
+                ],
+                revision: 7,
+            }
         );
-        assert!(dir.path().join("nested").join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn conditions_are_checked_inside_the_commit() {
+        let dir = temp_dir("redb-cond").unwrap();
+        let s = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
+        let at = |kind, id: &str, revision| Condition::At {
+            kind,
+            id: id.into(),
+            revision,
+        };
+        let txn = |conditions, changes| Transaction {
+            conditions,
+            changes,
+        };
+        // Create only if absent.
+        let r1 = s
+            .commit(&txn(
+                vec![at(Kind::Backend, "b", 0)],
+                vec![put(Kind::Backend, "b", b"1")],
+            ))
+            .unwrap();
+        let again = s.commit(&txn(
+            vec![at(Kind::Backend, "b", 0)],
+            vec![put(Kind::Backend, "b", b"2")],
+        ));
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        // Replace at the revision read.
+        let r2 = s
+            .commit(&txn(
+                vec![at(Kind::Backend, "b", r1)],
+                vec![put(Kind::Backend, "b", b"3")],
+            ))
+            .unwrap();
+        assert_eq!(r2, r1 + 1);
+        let stale = s.commit(&txn(vec![at(Kind::Backend, "b", r1)], vec![]));
+        assert!(matches!(stale, Err(StoreError::Conflict(_))));
+        // A kind written after the revision a check read fails it; another kind does not.
+        let unchanged = |kind, revision| Condition::NoneWrittenAfter { kind, revision };
+        assert!(s
+            .commit(&txn(
+                vec![unchanged(Kind::Backend, r1)],
+                vec![put(Kind::Api, "a", b"x")]
+            ))
+            .is_err());
+        let r3 = s
+            .commit(&txn(
+                vec![unchanged(Kind::Backend, r2)],
+                vec![put(Kind::Api, "a", b"x")],
+            ))
+            .unwrap();
+        assert!(s
+            .commit(&txn(vec![unchanged(Kind::Certificate, 0)], vec![]))
+            .is_ok());
+        // A failed condition writes nothing, not even the changes before it.
+        let failed = s.commit(&txn(
+            vec![at(Kind::Api, "a", r3), at(Kind::Api, "zz", 5)],
+            vec![put(Kind::Api, "a", b"lost")],
+        ));
+        assert!(failed.is_err());
+        let contents = s.load().unwrap();
+        assert_eq!(contents.revision, r3);
+        assert!(contents
+            .records
+            .iter()
+            .any(|r| r.id == "a" && r.value == b"x"));
+    }
+
+    #[test]
+    fn a_0_1_file_gets_revisions_at_open() {
+        let dir = temp_dir("redb-legacy").unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            // What edgegw 0.1 wrote: the three tables and nothing else.
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(BACKENDS).unwrap();
+                t.insert("b1", b"old".as_slice()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let s = EmbeddedStore::open(&path).unwrap();
+        let contents = s.load().unwrap();
+        assert_eq!(contents.revision, 1);
+        assert_eq!(contents.records[0].revision, 1);
+        assert_eq!(commit(&s, vec![put(Kind::Api, "a", b"x")]), 2);
     }
 }

@@ -1,17 +1,21 @@
 //! The durable resource store and the master key.
 //!
-//! This module owns: the [`Store`] trait (an object-safe key/value store of serialized
-//! resource records, durable before a write returns), its embedded implementation on redb
-//! ([`embedded`]), choosing an implementation from [`StoreSettings`] ([`open`]), and the
-//! [`MasterKey`] that seals private keys at rest (AES-256-GCM), and in [`records`] the
-//! versioned records it keeps of each resource.
+//! This module owns: the [`Store`] trait (an object-safe store of serialized resource
+//! records with revisions and checked transactions, durable before a commit returns), its
+//! implementations on redb ([`embedded`]) and on etcd ([`etcd`], shared by a fleet), the
+//! [`MasterKey`] that seals private keys at rest (AES-256-GCM), in [`records`] the
+//! versioned records it keeps of each resource, and in [`fleet`] the fleet's own sealed
+//! records (session-ticket keys, the master-key check).
 
+pub mod cache;
 pub mod embedded;
+pub mod etcd;
+pub mod fleet;
 pub mod records;
 
 use std::fmt;
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -59,10 +63,15 @@ pub enum StoreError {
     Corrupt(String),
     /// Sealing or opening a private key failed.
     Crypto(String),
-    /// The master key could not be read, parsed or created.
+    /// The master key could not be read, parsed or created, or it is not the fleet's.
     MasterKey(String),
     /// File-system error, with the path.
     Io(String),
+    /// A condition of a [`Transaction`] did not hold (another writer changed what the write
+    /// was checked against): nothing was written.
+    Conflict(String),
+    /// The store could not be reached in time (etcd down): nothing was written.
+    Unavailable(String),
 }
 
 impl fmt::Display for StoreError {
@@ -74,58 +83,173 @@ impl fmt::Display for StoreError {
             StoreError::Crypto(m) => write!(f, "key sealing failed: {m}"),
             StoreError::MasterKey(m) => write!(f, "master key: {m}"),
             StoreError::Io(m) => write!(f, "{m}"),
+            StoreError::Conflict(m) => write!(f, "write conflict: {m}"),
+            StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
 
-/// A durable store of serialized resource records, keyed by kind and id.
-///
-/// Object safe; every write is durable (fsynced) before it returns `Ok`.
-pub trait Store: Send + Sync {
-    /// Every record: `(kind, id, serialized record)`, certificates first, then backends,
-    /// then APIs, each sorted by id.
-    fn load_all(&self) -> Result<Vec<(Kind, String, Vec<u8>)>, StoreError>;
-    /// Inserts or replaces one record, durably.
-    fn put(&self, kind: Kind, id: &str, record: &[u8]) -> Result<(), StoreError>;
-    /// Removes one record, durably (no error when it does not exist).
-    fn delete(&self, kind: Kind, id: &str) -> Result<(), StoreError>;
+/// One record as the store holds it: serialized bytes (see [`records`]) and the store
+/// revision that last wrote it (what `ETag` shows and `If-Match` compares).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    pub value: Vec<u8>,
+    pub revision: u64,
 }
 
-/// Which store implementation to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// A redb file in the data directory.
-    Embedded,
-    /// etcd (not available in this build yet).
-    Etcd,
-}
-
-/// The store part of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// Which implementation.
-    pub kind: StoreKind,
-    /// Where the embedded store keeps `edgegw.redb`.
-    pub data_dir: PathBuf,
-    /// etcd endpoints (etcd only).
-    pub etcd_endpoints: Vec<String>,
-    /// Key prefix in etcd (etcd only).
-    pub etcd_prefix: String,
-}
-
-/// Opens the configured store (creating the data directory and database when needed).
-pub fn open(config: &StoreSettings) -> Result<Box<dyn Store>, StoreError> {
-    match config.kind {
-        StoreKind::Embedded => {
-            let path = config.data_dir.join(embedded::FILE_NAME);
-            Ok(Box::new(embedded::EmbeddedStore::open(&path)?))
-        }
-        StoreKind::Etcd => Err(StoreError::Unsupported(
-            "the etcd store is not available in this build yet".to_owned(),
-        )),
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The value of a certificate record holds a sealed key: not worth printing.
+        f.debug_struct("Record")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("bytes", &self.value.len())
+            .field("revision", &self.revision)
+            .finish()
     }
+}
+
+/// Every record of a store as of one store revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// Certificates first, then backends, then APIs, each sorted by id.
+    pub records: Vec<Record>,
+    /// Every change up to this revision is in `records`.
+    pub revision: u64,
+}
+
+/// What a write was checked against; a [`Transaction`] commits only if all still hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The record was last written at `revision`; 0 means it does not exist.
+    At {
+        kind: Kind,
+        id: String,
+        revision: u64,
+    },
+    /// No record of `kind` was created or replaced after `revision`. Deletions do not
+    /// count: removing a record cannot create a reference to anything, so no check of a
+    /// write (in use, path conflict) can be invalidated by one.
+    NoneWrittenAfter { kind: Kind, revision: u64 },
+}
+
+/// One change of a [`Transaction`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum Change {
+    Put {
+        kind: Kind,
+        id: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        kind: Kind,
+        id: String,
+    },
+}
+
+impl Change {
+    /// The kind and id the change is about.
+    pub fn key(&self) -> (Kind, &str) {
+        match self {
+            Change::Put { kind, id, .. } | Change::Delete { kind, id } => (*kind, id),
+        }
+    }
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Put { kind, id, value } => {
+                write!(f, "Put({kind}/{id}, {} bytes)", value.len())
+            }
+            Change::Delete { kind, id } => write!(f, "Delete({kind}/{id})"),
+        }
+    }
+}
+
+/// One change as the control plane applies it to what it holds in memory: from its own
+/// commit (embedded store) or from the store's watch (etcd), in revision order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Update {
+    pub kind: Kind,
+    pub id: String,
+    /// The new record; `None`: deleted.
+    pub value: Option<Vec<u8>>,
+    /// The store revision of the change.
+    pub revision: u64,
+}
+
+impl fmt::Debug for Update {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.value.is_some() {
+            "put"
+        } else {
+            "delete"
+        };
+        write!(
+            f,
+            "Update({what} {}/{} @{})",
+            self.kind, self.id, self.revision
+        )
+    }
+}
+
+impl Transaction {
+    /// The updates this transaction made, once committed at `revision`.
+    pub fn updates(&self, revision: u64) -> Vec<Update> {
+        self.changes
+            .iter()
+            .map(|c| {
+                let (kind, id) = c.key();
+                Update {
+                    kind,
+                    id: id.to_owned(),
+                    value: match c {
+                        Change::Put { value, .. } => Some(value.clone()),
+                        Change::Delete { .. } => None,
+                    },
+                    revision,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Changes applied together, if and only if every condition holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    pub conditions: Vec<Condition>,
+    pub changes: Vec<Change>,
+}
+
+/// A durable store of serialized resource records, keyed by kind and id, with a store-wide
+/// revision that grows with every committed transaction.
+///
+/// Object safe; every commit is durable (fsynced, or in etcd: replicated to a quorum)
+/// before it returns `Ok`. The control plane checks a write against what it has in memory
+/// and states what it checked as [`Condition`]s, so a concurrent writer (another node of a
+/// fleet) can never slip in between the check and the write.
+pub trait Store: Send + Sync {
+    /// Every record, with the revision it was read at.
+    fn load(&self) -> Result<Contents, StoreError>;
+    /// Applies `transaction` atomically if all its conditions hold: returns the new store
+    /// revision; [`StoreError::Conflict`] (nothing written) when one does not.
+    fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError>;
+    /// Whether other processes write to this store too (etcd). Then the control plane learns
+    /// of every change, its own included, from the store's watch, in revision order; else
+    /// it applies its own commits directly.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// Opens the embedded store in `data_dir` (creating the directory and database when needed).
+pub fn open_embedded(data_dir: &Path) -> Result<embedded::EmbeddedStore, StoreError> {
+    embedded::EmbeddedStore::open(&data_dir.join(embedded::FILE_NAME))
 }
 
 /// The 32-byte key that seals private keys at rest (AES-256-GCM). `Debug` never shows it.
@@ -343,19 +467,5 @@ mod tests {
         assert!(k.open(b"id", &nonce, &[]).is_err());
         let (n2, _) = k.seal(b"id", b"secret bytes").unwrap();
         assert_ne!(nonce, n2);
-    }
-
-    #[test]
-    fn etcd_is_a_clear_error() {
-        let settings = StoreSettings {
-            kind: StoreKind::Etcd,
-            data_dir: PathBuf::from("/nonexistent"),
-            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
-            etcd_prefix: "/edgegw/".into(),
-        };
-        match open(&settings) {
-            Err(StoreError::Unsupported(m)) => assert!(m.contains("etcd")),
-            other => panic!("unexpected: {:?}", other.map(|_| ())),
-        }
     }
 }

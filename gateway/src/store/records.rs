@@ -16,7 +16,7 @@ use boring::pkey::PKey;
 use boring::x509::X509;
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, MasterKey, Store, StoreError};
+use super::{Contents, Kind, MasterKey, StoreError};
 use crate::model::certificate::certificate_from_parts;
 use crate::model::policy::parse_policy;
 use crate::model::{Api, Backend, Certificate, CertificateRef, ResourceId, Resources, Thumbprint};
@@ -285,31 +285,73 @@ fn corrupt(kind: Kind, id: &str, why: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{kind} {id:?}: {why}"))
 }
 
-/// Every resource in `store`, decoded. A record that fails to decode is an error naming it,
-/// never silently dropped.
-pub fn load(store: &dyn Store, master_key: &MasterKey) -> Result<Resources, StoreError> {
-    let mut resources = Resources::default();
-    for (kind, raw_id, record) in store.load_all()? {
-        let id = ResourceId::parse(&raw_id).map_err(|_| corrupt(kind, &raw_id, "invalid id"))?;
-        let bad = |e: &dyn fmt::Display| corrupt(kind, &raw_id, e);
-        match kind {
-            Kind::Certificate => {
-                let stored: StoredCertificate =
-                    serde_json::from_slice(&record).map_err(|e| bad(&e))?;
-                let cert = stored.open(id.clone(), master_key)?;
-                resources.certificates.insert(id, std::sync::Arc::new(cert));
+/// A decoded resource.
+#[derive(Debug)]
+pub enum Resource {
+    Certificate(std::sync::Arc<Certificate>),
+    Backend(Backend),
+    Api(Api),
+}
+
+impl Resource {
+    /// Puts the resource into `resources` under `id` (replacing one of the same kind).
+    pub fn insert_into(self, resources: &mut Resources, id: ResourceId) {
+        match self {
+            Resource::Certificate(c) => {
+                resources.certificates.insert(id, c);
             }
-            Kind::Backend => {
-                let stored: StoredBackend = serde_json::from_slice(&record).map_err(|e| bad(&e))?;
-                let backend = Backend::try_from((id.clone(), &stored)).map_err(|e| bad(&e))?;
-                resources.backends.insert(id, backend);
+            Resource::Backend(b) => {
+                resources.backends.insert(id, b);
             }
-            Kind::Api => {
-                let stored: StoredApi = serde_json::from_slice(&record).map_err(|e| bad(&e))?;
-                let api = Api::try_from((id.clone(), &stored)).map_err(|e| bad(&e))?;
-                resources.apis.insert(id, api);
+            Resource::Api(a) => {
+                resources.apis.insert(id, a);
             }
         }
+    }
+}
+
+/// Removes the resource of `kind` and `id` from `resources`; whether there was one.
+pub fn remove_from(resources: &mut Resources, kind: Kind, id: &ResourceId) -> bool {
+    match kind {
+        Kind::Certificate => resources.certificates.remove(id).is_some(),
+        Kind::Backend => resources.backends.remove(id).is_some(),
+        Kind::Api => resources.apis.remove(id).is_some(),
+    }
+}
+
+/// Decodes one record (opening a certificate's key with `master_key`); the error names it.
+pub fn decode(
+    kind: Kind,
+    raw_id: &str,
+    record: &[u8],
+    master_key: &MasterKey,
+) -> Result<(ResourceId, Resource), StoreError> {
+    let id = ResourceId::parse(raw_id).map_err(|_| corrupt(kind, raw_id, "invalid id"))?;
+    let bad = |e: &dyn fmt::Display| corrupt(kind, raw_id, e);
+    let resource = match kind {
+        Kind::Certificate => {
+            let stored: StoredCertificate = serde_json::from_slice(record).map_err(|e| bad(&e))?;
+            Resource::Certificate(std::sync::Arc::new(stored.open(id.clone(), master_key)?))
+        }
+        Kind::Backend => {
+            let stored: StoredBackend = serde_json::from_slice(record).map_err(|e| bad(&e))?;
+            Resource::Backend(Backend::try_from((id.clone(), &stored)).map_err(|e| bad(&e))?)
+        }
+        Kind::Api => {
+            let stored: StoredApi = serde_json::from_slice(record).map_err(|e| bad(&e))?;
+            Resource::Api(Api::try_from((id.clone(), &stored)).map_err(|e| bad(&e))?)
+        }
+    };
+    Ok((id, resource))
+}
+
+/// Every resource of `contents`, decoded. A record that fails to decode is an error naming
+/// it, never silently dropped.
+pub fn load(contents: &Contents, master_key: &MasterKey) -> Result<Resources, StoreError> {
+    let mut resources = Resources::default();
+    for record in &contents.records {
+        let (id, resource) = decode(record.kind, &record.id, &record.value, master_key)?;
+        resource.insert_into(&mut resources, id);
     }
     Ok(resources)
 }

@@ -130,6 +130,23 @@ impl TicketKeys {
         }
     }
 
+    /// Installs the keys derived from a fleet's shared secrets (every node given the same
+    /// secrets derives the same keys): `current` issues tickets, `previous` still decrypts.
+    /// Returns whether the current key changed (a rotation, or the first shared keys).
+    pub fn install_shared(
+        &self,
+        current: &[u8],
+        previous: Option<&[u8]>,
+    ) -> Result<bool, boring::error::ErrorStack> {
+        let ring = KeyRing {
+            current: TicketKey::derive(current)?,
+            previous: previous.map(TicketKey::derive).transpose()?,
+        };
+        let changed = self.ring.load().current.name != ring.current.name;
+        self.ring.store(Arc::new(ring));
+        Ok(changed)
+    }
+
     /// Makes a new random key current; the current one becomes the previous one.
     pub fn rotate(&self) -> Result<(), boring::error::ErrorStack> {
         let fresh = TicketKey::random()?;
@@ -301,6 +318,28 @@ mod tests {
         keys.rotate().unwrap();
         let (resumed, _) = connect(&acceptor, Some(&ticket));
         assert!(!resumed, "a ticket two rotations old is refused");
+    }
+
+    #[test]
+    fn shared_keys_installed_after_a_rotation_resume_the_previous_keys_tickets() {
+        let tmp = testkit::temp_dir("tickets-install").unwrap();
+        let (a_keys, b_keys) = (TicketKeys::random().unwrap(), TicketKeys::random().unwrap());
+        assert!(a_keys.install_shared(b"one", None).unwrap());
+        assert!(
+            !a_keys.install_shared(b"one", None).unwrap(),
+            "same keys: no change"
+        );
+        let a = acceptor(&a_keys, tmp.path());
+        let b = acceptor(&b_keys, tmp.path());
+        let (_, ticket) = connect(&a, None);
+        let ticket = ticket.unwrap();
+        assert!(!connect(&b, Some(&ticket)).0, "b has other keys");
+        // The fleet rotates: b learns the new secret with the previous one.
+        assert!(b_keys.install_shared(b"two", Some(b"one")).unwrap());
+        assert!(
+            connect(&b, Some(&ticket)).0,
+            "a ticket of the previous key resumes"
+        );
     }
 
     #[test]
