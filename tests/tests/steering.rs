@@ -339,12 +339,22 @@ fn stalled_worker_is_taken_out_and_put_back() {
 }
 
 /// A new edgegw on the same configuration takes over while clients open connections in a
-/// loop: none fails, the old process exits 0, the new one has the store.
+/// loop: none fails, the old process exits 0, the new one has the store, and a TLS session
+/// the old process issued resumes on the new one (it took over the ticket keys).
 fn handover(mode: &'static str) {
     let mut s = Steered::start(SteerOpts {
         mode,
         ..opts("hash")
     });
+    let tickets = s.client();
+    let mut first = tickets.connect().expect("connect before the handover");
+    assert!(!first.session_reused());
+    // The ticket arrives after the handshake, with the first response.
+    echo(&first.get("/orders/before"));
+    drop(first);
+    let session = tickets
+        .last_session()
+        .expect("the old edgegw sent no session ticket");
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, handles) = load_loop(&s, 3, &stop);
     let served_at_least = |n: usize| {
@@ -377,6 +387,18 @@ fn handover(mode: &'static str) {
     );
     let new_log = s.procs[n].log();
     assert!(new_log.contains("taking over from the edgegw"), "{new_log}");
+    assert!(
+        new_log.contains("took over the previous edgegw's session ticket keys"),
+        "{new_log}"
+    );
+    let mut resumed = tickets
+        .connect_with(Some(&session))
+        .expect("connect after the handover");
+    echo(&resumed.get("/orders/resumed"));
+    assert!(
+        resumed.session_reused(),
+        "a session of the old process did not resume on the new one"
+    );
     // The new process has the store and serves the admin API and the data plane.
     let r = s.admin().get("/apis/orders");
     assert_eq!(r.status, 200, "{}", r.text());

@@ -130,8 +130,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
             metrics::record_config(generation, expiries);
         })
     };
-    // TLS for clients: one ticket-key set for all workers (in a fleet, the fleet's).
-    let tickets = TicketKeys::random().map_err(|e| fail("ticket keys", e))?;
+    // TLS for clients: one ticket-key set for all workers: the previous process's after a
+    // handover (its clients resume here), in a fleet the fleet's (installed once read).
+    let tickets = match takeover.as_ref().and_then(|t| t.ticket_keys()) {
+        Some(bytes) => match TicketKeys::import(bytes) {
+            Some(keys) => {
+                tracing::info!("handover: took over the previous edgegw's session ticket keys");
+                keys
+            }
+            None => {
+                tracing::warn!("handover: the previous edgegw's ticket keys are unreadable; using new ones");
+                TicketKeys::random().map_err(|e| fail("ticket keys", e))?
+            }
+        },
+        None => TicketKeys::random().map_err(|e| fail("ticket keys", e))?,
+    };
     let open_control = |patience: Duration| -> Result<Arc<ControlPlane>, RunError> {
         let store = retry(patience, || {
             store::open_embedded(&data_dir).map_err(|e| fail("opening the store", e))
@@ -280,7 +293,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             Ok(Exit::Handover(mut incoming)) => {
                 // The store and the admin/metrics listeners are closed now.
                 let joined = runtime.block_on(async {
-                    if let Err(e) = incoming.released().await {
+                    if let Err(e) = incoming.released(tickets.export().expose()).await {
                         tracing::warn!(error = %e, "handover: the new edgegw went away");
                         return false;
                     }

@@ -6,7 +6,7 @@
 //! ```text
 //! new -> old   HANDOVER 1 <listener.address>
 //! old          stops its admin and metrics servers, closes the store
-//! old -> new   RELEASED                      (or REFUSED <why>)
+//! old -> new   RELEASED [<ticket keys>]      (or REFUSED <why>)
 //! new          opens the store, binds admin/metrics, binds its workers' listeners into the
 //!              same SO_REUSEPORT group, starts its workers, attaches its eBPF program
 //!              (which from then on selects only the new listeners)
@@ -15,6 +15,11 @@
 //! old          shuts its listeners down (queued connections migrate to the new ones),
 //!              finishes in-flight requests within server.shutdown_grace, exits 0
 //! ```
+//!
+//! The optional argument of `RELEASED` is the old process's session-ticket keys (base64 of
+//! `TicketKeys::export`): the new one issues and accepts the same tickets, so no client pays
+//! a full handshake because of a restart. The socket is the user's alone (mode 0600, in the
+//! data dir beside the master key), and the keys cross it once.
 //!
 //! If the new process goes away before `JOINED`, the old one takes the store and the
 //! admin/metrics ports back and carries on. The same socket takes one-line operator
@@ -29,7 +34,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
 use super::Control;
+use crate::secret::Secret;
 
 pub const SOCKET_FILE: &str = "edgegw.sock";
 const PROTOCOL: &str = "1";
@@ -47,6 +56,8 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// A handover in progress, from the new process's side.
 pub struct Takeover {
     reader: BufReader<UnixStream>,
+    /// The old process's session-ticket keys, when it sent them.
+    ticket_keys: Option<Secret<Vec<u8>>>,
 }
 
 /// Asks the edgegw answering on `path` to hand `listen` over. Returns once it has released
@@ -64,20 +75,37 @@ pub fn request(path: &Path, listen: SocketAddr) -> Result<Takeover, String> {
     reader
         .read_line(&mut line)
         .map_err(|e| format!("the edgegw on {} did not answer: {e}", path.display()))?;
-    match line.trim() {
-        "RELEASED" => Ok(Takeover { reader }),
+    let answer = Secret::new(line);
+    let mut words = answer.expose().split_whitespace();
+    match words.next().unwrap_or("") {
+        "RELEASED" => {
+            let ticket_keys = words
+                .next()
+                .and_then(|w| BASE64.decode(w).ok())
+                .map(Secret::new);
+            Ok(Takeover {
+                reader,
+                ticket_keys,
+            })
+        }
         "" => Err(format!(
             "the edgegw on {} closed the handover",
             path.display()
         )),
-        other => Err(format!(
-            "the edgegw on {} refused the handover: {other}",
-            path.display()
+        _ => Err(format!(
+            "the edgegw on {} refused the handover: {}",
+            path.display(),
+            answer.expose().trim()
         )),
     }
 }
 
 impl Takeover {
+    /// The old process's session-ticket keys (see the module documentation).
+    pub fn ticket_keys(&self) -> Option<&[u8]> {
+        self.ticket_keys.as_ref().map(|k| k.expose().as_slice())
+    }
+
     /// Tells the old process that this one serves now; waits (briefly) for its answer.
     pub fn joined(mut self) -> Result<(), String> {
         writeln!(self.reader.get_mut(), "JOINED").map_err(|e| e.to_string())?;
@@ -165,9 +193,11 @@ impl ControlSocket {
 }
 
 impl Incoming {
-    /// The store and ports are free: tell the new process.
-    pub async fn released(&mut self) -> std::io::Result<()> {
-        self.reader.get_mut().write_all(b"RELEASED\n").await
+    /// The store and ports are free: tell the new process, and give it the session-ticket
+    /// keys (`TicketKeys::export`'s bytes).
+    pub async fn released(&mut self, ticket_keys: &[u8]) -> std::io::Result<()> {
+        let line = Secret::new(format!("RELEASED {}\n", BASE64.encode(ticket_keys)));
+        self.reader.get_mut().write_all(line.expose().as_bytes()).await
     }
 
     /// Waits for `JOINED` (true) or the new process giving up (false).

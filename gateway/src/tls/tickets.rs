@@ -15,8 +15,15 @@ use boring::ssl::{SslContextBuilder, SslRef, TicketKeyCallbackResult};
 use boring::symm::{Cipher, CipherCtxRef};
 use zeroize::Zeroize as _;
 
+use crate::secret::Secret;
+
 /// BoringSSL's EVP_MAX_IV_LENGTH: the size of the IV buffer the ticket callback receives.
 const IV_LEN: usize = 16;
+
+/// The format of [`TicketKeys::export`].
+const EXPORT_VERSION: u8 = 1;
+/// One exported key: name, AES key, HMAC key.
+const KEY_BYTES: usize = 16 + 32 + 32;
 
 /// One ticket key: a public name that goes into each ticket, and its secrets. `Debug`
 /// shows only the name.
@@ -145,6 +152,48 @@ impl TicketKeys {
         let changed = self.ring.load().current.name != ring.current.name;
         self.ring.store(Arc::new(ring));
         Ok(changed)
+    }
+
+    /// The key ring as bytes, for the restart handover to the next process (so that no
+    /// client pays a full handshake for a restart): a version byte, then for the current
+    /// key and the previous one (when there is one) the name, the AES and the HMAC key.
+    /// Wiped when dropped.
+    pub fn export(&self) -> Secret<Vec<u8>> {
+        let ring = self.ring.load();
+        let mut out = vec![EXPORT_VERSION];
+        for key in std::iter::once(&ring.current).chain(ring.previous.as_ref()) {
+            out.extend_from_slice(&key.name);
+            out.extend_from_slice(&key.aes_key);
+            out.extend_from_slice(&key.hmac_key);
+        }
+        Secret::new(out)
+    }
+
+    /// A key ring from [`TicketKeys::export`]'s bytes; `None` when they are not such bytes.
+    pub fn import(bytes: &[u8]) -> Option<Self> {
+        let (&version, keys) = bytes.split_first()?;
+        if version != EXPORT_VERSION || keys.is_empty() || keys.len() % KEY_BYTES != 0 {
+            return None;
+        }
+        let mut parsed = keys.chunks(KEY_BYTES).map(|k| {
+            let mut key = TicketKey {
+                name: [0; 16],
+                aes_key: [0; 32],
+                hmac_key: [0; 32],
+            };
+            key.name.copy_from_slice(&k[..16]);
+            key.aes_key.copy_from_slice(&k[16..48]);
+            key.hmac_key.copy_from_slice(&k[48..]);
+            key
+        });
+        let current = parsed.next()?;
+        let previous = parsed.next();
+        if parsed.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            ring: Arc::new(ArcSwap::from_pointee(KeyRing { current, previous })),
+        })
     }
 
     /// Makes a new random key current; the current one becomes the previous one.
@@ -340,6 +389,22 @@ mod tests {
             connect(&b, Some(&ticket)).0,
             "a ticket of the previous key resumes"
         );
+    }
+
+    #[test]
+    fn an_exported_ring_resumes_its_tickets_in_the_next_process() {
+        let tmp = testkit::temp_dir("tickets-export").unwrap();
+        let old = TicketKeys::random().unwrap();
+        let (_, before_rotation) = connect(&acceptor(&old, tmp.path()), None);
+        old.rotate().unwrap();
+        let (_, after_rotation) = connect(&acceptor(&old, tmp.path()), None);
+        let next = TicketKeys::import(old.export().expose()).unwrap();
+        let next_acceptor = acceptor(&next, tmp.path());
+        assert!(connect(&next_acceptor, before_rotation.as_ref()).0, "previous key");
+        assert!(connect(&next_acceptor, after_rotation.as_ref()).0, "current key");
+        for bad in [&[][..], &[1], &[2; 81], &[1; 80], &[1; 242]] {
+            assert!(TicketKeys::import(bad).is_none(), "{} bytes", bad.len());
+        }
     }
 
     #[test]
