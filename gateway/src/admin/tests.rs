@@ -929,3 +929,264 @@ async fn reads_answer_while_a_write_is_in_progress() {
         .unwrap();
     assert_eq!(got.status(), StatusCode::OK);
 }
+
+/// Runs against the shared database as another node would, just before this node's next
+/// commit: the race a fleet has between a node's check and its commit.
+type OtherNode = Box<dyn FnOnce(&EmbeddedStore) + Send>;
+
+/// An embedded store that lets a test act as another node ([`OtherNode`]) and records
+/// every transaction this node commits.
+struct RacingStore {
+    inner: Arc<EmbeddedStore>,
+    other_node: Arc<Mutex<Option<OtherNode>>>,
+    seen: Arc<Mutex<Vec<Transaction>>>,
+}
+
+impl Store for RacingStore {
+    fn load(&self) -> Result<Contents, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError> {
+        if let Some(other_node) = self.other_node.lock().unwrap().take() {
+            other_node(&self.inner);
+        }
+        self.seen.lock().unwrap().push(transaction.clone());
+        self.inner.commit(transaction)
+    }
+}
+
+struct Race {
+    h: Harness,
+    store: Arc<EmbeddedStore>,
+    next: Arc<Mutex<Option<OtherNode>>>,
+    seen: Arc<Mutex<Vec<Transaction>>>,
+}
+
+/// A harness whose store is a [`RacingStore`].
+fn race_harness() -> Race {
+    let dir = temp_dir("race").unwrap();
+    let inner = Arc::new(EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(Mutex::new(None));
+    let store = RacingStore {
+        inner: inner.clone(),
+        other_node: next.clone(),
+        seen: seen.clone(),
+    };
+    let published = Arc::new(AtomicUsize::new(0));
+    let p = published.clone();
+    let control = Arc::new(
+        ControlPlane::open(
+            Box::new(store),
+            master_key(),
+            Box::new(move |_| {
+                p.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap(),
+    );
+    Race {
+        h: Harness {
+            router: router(control.clone(), AdminToken::new(TOKEN.into())),
+            control,
+            dir,
+            files: Fixtures::new(),
+            published,
+        },
+        store: inner,
+        next,
+        seen,
+    }
+}
+
+fn put_change(kind: Kind, id: &str, value: &[u8]) -> Transaction {
+    Transaction {
+        conditions: vec![],
+        changes: vec![Change::Put {
+            kind,
+            id: id.into(),
+            value: value.to_vec(),
+        }],
+    }
+}
+
+async fn etag_of(h: &Harness, uri: &str) -> Option<String> {
+    let req = Request::builder()
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = h.raw(req).await;
+    headers
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn with_if_match(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    if_match: &str,
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::IF_MATCH, if_match)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let (s, headers, bytes) = h.raw(req).await;
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (s, headers, v)
+}
+
+#[tokio::test]
+async fn etags_and_if_match() {
+    let h = Harness::new();
+    let b = json!({"url": "https://h"});
+    let (s, headers, _) = with_if_match(&h, "PUT", "/backends/b1", "*", Some(b.clone())).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "If-Match: * needs the resource");
+    assert!(headers.get(header::ETAG).is_none());
+    let (s, _) = h.call("PUT", "/backends/b1", Some(b.clone())).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let first = etag_of(&h, "/backends/b1").await.unwrap();
+    assert_eq!(first, "\"1\"");
+
+    // The right tag: the write goes through and the response carries the new tag.
+    let b2 = json!({"url": "https://h2"});
+    let (s, headers, v) =
+        with_if_match(&h, "PUT", "/backends/b1", &first, Some(b2.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let second = headers.get(header::ETAG).unwrap().to_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(etag_of(&h, "/backends/b1").await.unwrap(), second);
+
+    // A stale tag, a weak tag, a tag that is not ours: 412, nothing changes.
+    for stale in [first.as_str(), "W/\"2\"", "\"abc\""] {
+        let (s, _, v) =
+            with_if_match(&h, "PUT", "/backends/b1", stale, Some(json!({"url": "https://x"})))
+                .await;
+        assert_error(s, &v, 412, "PreconditionFailed");
+        let (s, _, v) = with_if_match(&h, "DELETE", "/backends/b1", stale, None).await;
+        assert_error(s, &v, 412, "PreconditionFailed");
+    }
+    let (_, v) = h.call("GET", "/backends/b1", None).await;
+    assert_eq!(v["url"], "https://h2");
+    // A list with the current tag matches; a malformed header is 400.
+    let list = format!("\"999\", {second}");
+    let (s, _, _) = with_if_match(&h, "PUT", "/backends/b1", &list, Some(b.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, v) = with_if_match(&h, "PUT", "/backends/b1", "3", Some(b.clone())).await;
+    assert_error(s, &v, 400, "InvalidRequest");
+
+    // A policy has its API's tag; If-Match on DELETE with the current tag deletes.
+    let (s, _) = h
+        .call("PUT", "/apis/a1", Some(json!({"path": "/o", "backendId": "b1"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let api_tag = etag_of(&h, "/apis/a1").await.unwrap();
+    assert_eq!(etag_of(&h, "/apis/a1/policy").await.unwrap(), api_tag);
+    let (s, _, _) = with_if_match(&h, "DELETE", "/apis/a1", &api_tag, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert!(etag_of(&h, "/apis/a1").await.is_none());
+    let (s, up) = h.upload("c1", "modern.p12", PASSWORD).await;
+    assert_eq!(s, StatusCode::CREATED, "{up}");
+    assert!(etag_of(&h, "/certificates/c1").await.is_some());
+}
+
+#[tokio::test]
+async fn a_write_that_lost_a_race_is_409_and_changes_nothing() {
+    let race = race_harness();
+    let h = &race.h;
+    let (s, _) = h.call("PUT", "/backends/b1", Some(json!({"url": "https://h"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let published = h.published.load(Ordering::SeqCst);
+
+    // Another node replaces b1 between this node's check and its commit.
+    *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
+        let record = br#"{"schema":1,"url":"https://other-node"}"#;
+        store.commit(&put_change(Kind::Backend, "b1", record)).unwrap();
+    }));
+    let (s, v) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://mine"})))
+        .await;
+    assert_error(s, &v, 409, "Conflict");
+    assert_eq!(h.published.load(Ordering::SeqCst), published, "nothing applied");
+    let (_, v) = h.call("GET", "/backends/b1", None).await;
+    assert_eq!(v["url"], "https://h", "memory unchanged until the change arrives");
+    // The other node's change arrives (as a watch would bring it): one publish, and a
+    // second delivery of the same change is a no-op.
+    let contents = race.store.load().unwrap();
+    assert!(h.control.reload(&contents));
+    assert!(!h.control.reload(&contents));
+    assert_eq!(h.published.load(Ordering::SeqCst), published + 1);
+    let (_, v) = h.call("GET", "/backends/b1", None).await;
+    assert_eq!(v["url"], "https://other-node");
+}
+
+#[tokio::test]
+async fn a_delete_racing_a_bind_on_another_node_loses() {
+    let race = race_harness();
+    let h = &race.h;
+    let (s, v) = h.upload("c1", "modern.p12", PASSWORD).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = h.call("PUT", "/backends/b0", Some(json!({"url": "https://h"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    race.seen.lock().unwrap().clear();
+
+    // While this node deletes c1 (nothing refers to it in its view), another node binds
+    // a backend to it.
+    *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
+        let record = br#"{"schema":1,"url":"https://h","credentials":{"certificateId":"c1"}}"#;
+        store.commit(&put_change(Kind::Backend, "b2", record)).unwrap();
+    }));
+    let (s, v) = h.call("DELETE", "/certificates/c1", None).await;
+    assert_error(s, &v, 409, "Conflict");
+    let seen = race.seen.lock().unwrap().clone();
+    let conditions = &seen[0].conditions;
+    for kind in [Kind::Backend, Kind::Api] {
+        assert!(
+            conditions
+                .iter()
+                .any(|c| matches!(c, Condition::NoneWrittenAfter { kind: k, .. } if *k == kind)),
+            "{conditions:?}"
+        );
+    }
+    // The store still has the certificate the new backend names.
+    let contents = race.store.load().unwrap();
+    assert!(contents.records.iter().any(|r| r.kind == Kind::Certificate && r.id == "c1"));
+    h.control.reload(&contents);
+    let (s, v) = h.call("DELETE", "/certificates/c1", None).await;
+    assert_error(s, &v, 409, "CertificateInUse");
+
+    // A bind states the certificate it found, so a bind racing a delete loses too.
+    let (s, v) = h.upload("c9", "modern.p12", PASSWORD).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
+        store
+            .commit(&Transaction {
+                conditions: vec![],
+                changes: vec![Change::Delete {
+                    kind: Kind::Certificate,
+                    id: "c9".into(),
+                }],
+            })
+            .unwrap();
+    }));
+    let (s, v) = h
+        .call(
+            "PUT",
+            "/backends/b3",
+            Some(json!({"url": "https://h", "credentials": {"certificateId": "c9"}})),
+        )
+        .await;
+    assert_error(s, &v, 409, "Conflict");
+    let contents = race.store.load().unwrap();
+    assert!(!contents.records.iter().any(|r| r.id == "b3"), "nothing written");
+}
