@@ -1051,7 +1051,11 @@ async fn etags_and_if_match() {
     let h = Harness::new();
     let b = json!({"url": "https://h"});
     let (s, headers, _) = with_if_match(&h, "PUT", "/backends/b1", "*", Some(b.clone())).await;
-    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "If-Match: * needs the resource");
+    assert_eq!(
+        s,
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match: * needs the resource"
+    );
     assert!(headers.get(header::ETAG).is_none());
     let (s, _) = h.call("PUT", "/backends/b1", Some(b.clone())).await;
     assert_eq!(s, StatusCode::CREATED);
@@ -1060,18 +1064,27 @@ async fn etags_and_if_match() {
 
     // The right tag: the write goes through and the response carries the new tag.
     let b2 = json!({"url": "https://h2"});
-    let (s, headers, v) =
-        with_if_match(&h, "PUT", "/backends/b1", &first, Some(b2.clone())).await;
+    let (s, headers, v) = with_if_match(&h, "PUT", "/backends/b1", &first, Some(b2.clone())).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let second = headers.get(header::ETAG).unwrap().to_str().unwrap().to_owned();
+    let second = headers
+        .get(header::ETAG)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(second, first);
     assert_eq!(etag_of(&h, "/backends/b1").await.unwrap(), second);
 
     // A stale tag, a weak tag, a tag that is not ours: 412, nothing changes.
     for stale in [first.as_str(), "W/\"2\"", "\"abc\""] {
-        let (s, _, v) =
-            with_if_match(&h, "PUT", "/backends/b1", stale, Some(json!({"url": "https://x"})))
-                .await;
+        let (s, _, v) = with_if_match(
+            &h,
+            "PUT",
+            "/backends/b1",
+            stale,
+            Some(json!({"url": "https://x"})),
+        )
+        .await;
         assert_error(s, &v, 412, "PreconditionFailed");
         let (s, _, v) = with_if_match(&h, "DELETE", "/backends/b1", stale, None).await;
         assert_error(s, &v, 412, "PreconditionFailed");
@@ -1087,7 +1100,11 @@ async fn etags_and_if_match() {
 
     // A policy has its API's tag; If-Match on DELETE with the current tag deletes.
     let (s, _) = h
-        .call("PUT", "/apis/a1", Some(json!({"path": "/o", "backendId": "b1"})))
+        .call(
+            "PUT",
+            "/apis/a1",
+            Some(json!({"path": "/o", "backendId": "b1"})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let api_tag = etag_of(&h, "/apis/a1").await.unwrap();
@@ -1104,22 +1121,33 @@ async fn etags_and_if_match() {
 async fn a_write_that_lost_a_race_is_409_and_changes_nothing() {
     let race = race_harness();
     let h = &race.h;
-    let (s, _) = h.call("PUT", "/backends/b1", Some(json!({"url": "https://h"}))).await;
+    let (s, _) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://h"})))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let published = h.published.load(Ordering::SeqCst);
 
     // Another node replaces b1 between this node's check and its commit.
     *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
         let record = br#"{"schema":1,"url":"https://other-node"}"#;
-        store.commit(&put_change(Kind::Backend, "b1", record)).unwrap();
+        store
+            .commit(&put_change(Kind::Backend, "b1", record))
+            .unwrap();
     }));
     let (s, v) = h
         .call("PUT", "/backends/b1", Some(json!({"url": "https://mine"})))
         .await;
     assert_error(s, &v, 409, "Conflict");
-    assert_eq!(h.published.load(Ordering::SeqCst), published, "nothing applied");
+    assert_eq!(
+        h.published.load(Ordering::SeqCst),
+        published,
+        "nothing applied"
+    );
     let (_, v) = h.call("GET", "/backends/b1", None).await;
-    assert_eq!(v["url"], "https://h", "memory unchanged until the change arrives");
+    assert_eq!(
+        v["url"], "https://h",
+        "memory unchanged until the change arrives"
+    );
     // The other node's change arrives (as a watch would bring it): one publish, and a
     // second delivery of the same change is a no-op.
     let contents = race.store.load().unwrap();
@@ -1136,7 +1164,9 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
     let h = &race.h;
     let (s, v) = h.upload("c1", "modern.p12", PASSWORD).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = h.call("PUT", "/backends/b0", Some(json!({"url": "https://h"}))).await;
+    let (s, _) = h
+        .call("PUT", "/backends/b0", Some(json!({"url": "https://h"})))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     race.seen.lock().unwrap().clear();
 
@@ -1144,7 +1174,9 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
     // a backend to it.
     *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
         let record = br#"{"schema":1,"url":"https://h","credentials":{"certificateId":"c1"}}"#;
-        store.commit(&put_change(Kind::Backend, "b2", record)).unwrap();
+        store
+            .commit(&put_change(Kind::Backend, "b2", record))
+            .unwrap();
     }));
     let (s, v) = h.call("DELETE", "/certificates/c1", None).await;
     assert_error(s, &v, 409, "Conflict");
@@ -1160,7 +1192,10 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
     }
     // The store still has the certificate the new backend names.
     let contents = race.store.load().unwrap();
-    assert!(contents.records.iter().any(|r| r.kind == Kind::Certificate && r.id == "c1"));
+    assert!(contents
+        .records
+        .iter()
+        .any(|r| r.kind == Kind::Certificate && r.id == "c1"));
     h.control.reload(&contents);
     let (s, v) = h.call("DELETE", "/certificates/c1", None).await;
     assert_error(s, &v, 409, "CertificateInUse");
@@ -1188,5 +1223,8 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
         .await;
     assert_error(s, &v, 409, "Conflict");
     let contents = race.store.load().unwrap();
-    assert!(!contents.records.iter().any(|r| r.id == "b3"), "nothing written");
+    assert!(
+        !contents.records.iter().any(|r| r.id == "b3"),
+        "nothing written"
+    );
 }
