@@ -41,6 +41,9 @@ pub enum ErrorKind {
     RequestBodyFailed,
     /// No API matches the path.
     NoRoute,
+    /// The gateway has no configuration yet (a fleet node started while etcd was down,
+    /// without a local copy): every path answers 503 until it has one.
+    NotConfigured,
     /// The backend's address could not be resolved or its TLS context built.
     BackendUnusable,
     /// The TCP connection to the backend failed.
@@ -106,6 +109,7 @@ impl ErrorKind {
             RequestHeadTimeout => (408, "RequestTimeout", "request_head_timeout", Downstream),
             RequestBodyFailed => (400, "BadRequest", "request_body_failed", Downstream),
             NoRoute => (404, "NotFound", "no_route", Downstream),
+            NotConfigured => (503, "StoreUnavailable", "not_configured", Internal),
             BackendUnusable => (
                 502,
                 "BackendConnectionFailure",
@@ -239,6 +243,7 @@ mod tests {
         use ErrorKind::*;
         let cases = [
             (NoRoute, 404, "NotFound"),
+            (NotConfigured, 503, "StoreUnavailable"),
             (BackendUnreachable, 502, "BackendConnectionFailure"),
             (ClosedWithoutAnswer, 502, "BackendConnectionFailure"),
             (ConnectTimeout, 504, "BackendTimeout"),
@@ -263,6 +268,7 @@ mod tests {
             RequestHeadTimeout,
             RequestBodyFailed,
             NoRoute,
+            NotConfigured,
             BackendUnusable,
             BackendUnreachable,
             ConnectTimeout,

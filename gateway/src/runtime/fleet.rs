@@ -4,7 +4,8 @@
 //! At start the node reads the whole store from etcd, checks that its master key is the
 //! fleet's (refusing to start otherwise), makes sure the fleet has ticket keys, and starts
 //! the one watch. When etcd cannot be reached it starts from its local copy
-//! (`store::cache`) and says so; without one it waits for etcd, retrying. The watch then
+//! (`store::cache`) and says so; without one it starts with no configuration (the data
+//! plane answers 503 on every path) and takes a full copy as soon as etcd answers. The watch then
 //! hands every change to [`FleetNode`]: the control plane applies it (and publishes the
 //! next snapshot when something changed), the local copy is rewritten at most once a
 //! second, and ticket-key changes are installed in the listener's [`TicketKeys`].
@@ -49,6 +50,8 @@ pub(super) struct FleetNode {
     copy: LocalCopy,
     /// Whether this node checked its master key against the fleet's.
     key_checked: AtomicBool,
+    /// Whether the node has a configuration to publish (see [`start`]).
+    configured: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -94,57 +97,68 @@ pub(super) fn start(s: FleetStart<'_>) -> Result<Arc<FleetNode>, RunError> {
         .map_err(|e| fail("store", e))?;
     let copy = LocalCopy::new(s.data_dir);
     let master_key = (s.master_key)()?;
-    let mut waited = false;
-    let (snapshot, online) = loop {
-        match s.runtime.block_on(store.read_all()) {
-            Ok(snapshot) => {
-                check_master_key(&store, &master_key)?;
-                break (snapshot, true);
-            }
-            Err(StoreError::Unavailable(why)) => {
-                match copy
-                    .load()
-                    .map_err(|e| fail("the local copy of the fleet's store", e))?
-                {
-                    Some(contents) => {
-                        tracing::warn!(
-                            error = %why,
-                            revision = contents.revision,
-                            copy = %copy.path().display(),
-                            "etcd cannot be reached: starting from this node's local copy of the fleet's configuration; changes apply when etcd is back"
-                        );
-                        break (
-                            Snapshot {
-                                contents,
-                                ticket_keys: None,
-                            },
-                            false,
-                        );
-                    }
-                    None => {
-                        if !waited {
-                            tracing::warn!(
-                                error = %why,
-                                endpoints = ?s.settings.endpoints,
-                                "etcd cannot be reached and this node has no local copy of the fleet's configuration yet: waiting for etcd"
-                            );
-                            waited = true;
-                        }
-                        std::thread::sleep(TICK);
-                    }
+    // Each endpoint once (a failed request moves the store to the next one).
+    let mut read = s.runtime.block_on(store.read_all());
+    for _ in 1..s.settings.endpoints.len() {
+        if !matches!(read, Err(StoreError::Unavailable(_))) {
+            break;
+        }
+        read = s.runtime.block_on(store.read_all());
+    }
+    let (snapshot, online) = match read {
+        Ok(snapshot) => {
+            check_master_key(&store, &master_key)?;
+            (snapshot, true)
+        }
+        Err(StoreError::Unavailable(why)) => {
+            match copy
+                .load()
+                .map_err(|e| fail("the local copy of the fleet's store", e))?
+            {
+                Some(contents) => {
+                    tracing::warn!(
+                        error = %why,
+                        revision = contents.revision,
+                        copy = %copy.path().display(),
+                        "etcd cannot be reached: starting from this node's local copy of the fleet's configuration; changes apply when etcd is back"
+                    );
+                    let snapshot = Snapshot {
+                        contents,
+                        ticket_keys: None,
+                    };
+                    (snapshot, false)
+                }
+                None => {
+                    tracing::warn!(
+                        error = %why,
+                        endpoints = ?s.settings.endpoints,
+                        "etcd cannot be reached and this node has no local copy of the fleet's configuration yet: serving 503 on every route until etcd answers"
+                    );
+                    (Snapshot::default(), false)
                 }
             }
-            Err(e) => return Err(fail("reading the fleet's store", e)),
         }
+        Err(e) => return Err(fail("reading the fleet's store", e)),
     };
     metrics::record_store_connected(online);
     let contents = snapshot.contents;
+    // Without any configuration (no etcd, no local copy) nothing is published: the data
+    // plane's first snapshot says "not configured" (503) until the first copy from etcd.
+    let configured = Arc::new(AtomicBool::new(online || contents.revision > 0));
+    let publish: Publish = {
+        let (configured, publish) = (configured.clone(), s.publish);
+        Box::new(move |resources| {
+            if configured.load(Ordering::Relaxed) {
+                publish(resources);
+            }
+        })
+    };
     let control = Arc::new(
         ControlPlane::from_contents(
             Box::new(store.clone()),
             contents.clone(),
             (s.master_key)()?,
-            s.publish,
+            publish,
         )
         .map_err(|e| fail("loading the fleet's store", e))?
         .with_audit_log(
@@ -163,6 +177,7 @@ pub(super) fn start(s: FleetStart<'_>) -> Result<Arc<FleetNode>, RunError> {
         mirror: tokio::sync::Mutex::new(Mirror::of(&contents)),
         copy,
         key_checked: AtomicBool::new(online),
+        configured,
     });
     if online {
         let (record, revision) = node.ensure_ticket_keys(snapshot.ticket_keys)?;
@@ -368,7 +383,12 @@ impl Follower for FleetNode {
     }
 
     fn reload(&self, contents: Contents) {
+        let first = !self.configured.swap(true, Ordering::Relaxed);
         let changed = self.control.reload(&contents);
+        if first && !changed {
+            // The first configuration of a node that had none, even an empty one.
+            self.control.republish();
+        }
         metrics::record_store_reload(changed);
         tracing::info!(
             revision = contents.revision,

@@ -133,16 +133,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
     // TLS for clients: one ticket-key set for all workers: the previous process's after a
     // handover (its clients resume here), in a fleet the fleet's (installed once read).
     let tickets = match takeover.as_ref().and_then(|t| t.ticket_keys()) {
-        Some(bytes) => match TicketKeys::import(bytes) {
-            Some(keys) => {
-                tracing::info!("handover: took over the previous edgegw's session ticket keys");
-                keys
+        Some(bytes) => {
+            match TicketKeys::import(bytes) {
+                Some(keys) => {
+                    tracing::info!("handover: took over the previous edgegw's session ticket keys");
+                    keys
+                }
+                None => {
+                    tracing::warn!("handover: the previous edgegw's ticket keys are unreadable; using new ones");
+                    TicketKeys::random().map_err(|e| fail("ticket keys", e))?
+                }
             }
-            None => {
-                tracing::warn!("handover: the previous edgegw's ticket keys are unreadable; using new ones");
-                TicketKeys::random().map_err(|e| fail("ticket keys", e))?
-            }
-        },
+        }
         None => TicketKeys::random().map_err(|e| fail("ticket keys", e))?,
     };
     let open_control = |patience: Duration| -> Result<Arc<ControlPlane>, RunError> {

@@ -43,6 +43,9 @@ pub struct Route {
 #[derive(Default)]
 pub struct Snapshot {
     pub generation: u64,
+    /// False until the first publish: the gateway has no configuration yet (the data plane
+    /// answers 503 rather than 404 for every path).
+    pub configured: bool,
     /// Longest path first, so the first match is the longest one.
     routes: Vec<Route>,
 }
@@ -128,8 +131,11 @@ impl Publisher {
                 .cmp(&a.path.len())
                 .then_with(|| a.path.cmp(&b.path))
         });
-        self.current
-            .store(Arc::new(Snapshot { generation, routes }));
+        self.current.store(Arc::new(Snapshot {
+            generation,
+            configured: true,
+            routes,
+        }));
         tracing::info!(
             generation,
             apis = resources.apis.len(),
@@ -290,6 +296,7 @@ mod tests {
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Snapshot {
             generation: 1,
+            configured: true,
             routes,
         }
     }

@@ -197,7 +197,10 @@ impl Incoming {
     /// keys (`TicketKeys::export`'s bytes).
     pub async fn released(&mut self, ticket_keys: &[u8]) -> std::io::Result<()> {
         let line = Secret::new(format!("RELEASED {}\n", BASE64.encode(ticket_keys)));
-        self.reader.get_mut().write_all(line.expose().as_bytes()).await
+        self.reader
+            .get_mut()
+            .write_all(line.expose().as_bytes())
+            .await
     }
 
     /// Waits for `JOINED` (true) or the new process giving up (false).

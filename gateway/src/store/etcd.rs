@@ -437,6 +437,12 @@ impl EtcdStore {
         follower: &Arc<dyn Follower>,
     ) -> Result<(), StoreError> {
         let prefix = self.inner.settings.prefix.clone();
+        if *applied == 0 {
+            // A node with nothing yet (no local copy): a full copy first, not the history.
+            let snapshot = self.read_all().await?;
+            *applied = snapshot.contents.revision;
+            self.hand_over_copy(snapshot, follower).await;
+        }
         let mut client = self.client().await?;
         let options = WatchOptions::new()
             .with_prefix()

@@ -400,8 +400,14 @@ mod tests {
         let (_, after_rotation) = connect(&acceptor(&old, tmp.path()), None);
         let next = TicketKeys::import(old.export().expose()).unwrap();
         let next_acceptor = acceptor(&next, tmp.path());
-        assert!(connect(&next_acceptor, before_rotation.as_ref()).0, "previous key");
-        assert!(connect(&next_acceptor, after_rotation.as_ref()).0, "current key");
+        assert!(
+            connect(&next_acceptor, before_rotation.as_ref()).0,
+            "previous key"
+        );
+        assert!(
+            connect(&next_acceptor, after_rotation.as_ref()).0,
+            "current key"
+        );
         for bad in [&[][..], &[1], &[2; 81], &[1; 80], &[1; 242]] {
             assert!(TicketKeys::import(bad).is_none(), "{} bytes", bad.len());
         }

@@ -15,7 +15,8 @@ pub(super) struct Routed<'s> {
     pub(super) query: Option<&'s str>,
 }
 
-/// The route of `req`, recording its API and backend in `req`; 404 when none matches.
+/// The route of `req`, recording its API and backend in `req`; 404 when none matches (503
+/// while the gateway has no configuration at all).
 pub(super) fn route<'s, 'a: 's>(
     snapshot: &'s Snapshot,
     req: &mut Request<'a>,
@@ -23,10 +24,17 @@ pub(super) fn route<'s, 'a: 's>(
     let head: &'a _ = req.head;
     let (path, query) = path_and_query(head);
     let Some((route, rest)) = snapshot.route(path) else {
-        let e = ProxyError::new(
-            ErrorKind::NoRoute,
-            format!("No API matches the path {path}."),
-        );
+        let e = if snapshot.configured {
+            ProxyError::new(
+                ErrorKind::NoRoute,
+                format!("No API matches the path {path}."),
+            )
+        } else {
+            ProxyError::new(
+                ErrorKind::NotConfigured,
+                "This gateway has no configuration yet: its configuration store cannot be reached. Retry later.",
+            )
+        };
         // An unread body or a client that wants to close: the connection ends here.
         return Err(
             if req.checked.framing != Framing::Empty || !req.checked.keep_alive {
