@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod client;
 pub mod compare;
+pub mod fleet;
 pub mod harness;
 pub mod pacing;
 pub mod procs;

@@ -1,7 +1,7 @@
 //! `loadtest`: edgegw's load generator and the mTLS test backend it is measured against.
 
 use clap::{Parser, Subcommand};
-use loadtest::{backend, compare, run, serve};
+use loadtest::{backend, compare, fleet, run, serve};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,9 @@ enum Command {
     Compare(Box<compare::CompareArgs>),
     /// Start one server under test as `compare` does and keep it up for third-party clients.
     Serve(serve::ServeArgs),
+    /// Fleet mode on a real etcd: time from a write on one node to the first request on
+    /// another that uses it, with many certificates in the store.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() {
@@ -40,6 +43,7 @@ fn main() {
         Command::Run(args) => run::run_command(*args),
         Command::Compare(args) => compare::run(*args),
         Command::Serve(args) => serve::run(args),
+        Command::Fleet(args) => fleet::run(args),
     };
     if let Err(e) = result {
         eprintln!("loadtest: {e}");

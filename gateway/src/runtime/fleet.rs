@@ -56,7 +56,9 @@ pub(super) struct FleetNode {
 
 #[derive(Default)]
 struct Mirror {
-    records: BTreeMap<(Kind, String), Record>,
+    /// Shared with a copy being written, which takes a cheap clone of the map and writes it
+    /// without holding the lock (the watch must never wait for a file write).
+    records: BTreeMap<(Kind, String), Arc<Record>>,
     revision: u64,
     dirty: bool,
 }
@@ -67,7 +69,7 @@ impl Mirror {
             records: contents
                 .records
                 .iter()
-                .map(|r| ((r.kind, r.id.clone()), r.clone()))
+                .map(|r| ((r.kind, r.id.clone()), Arc::new(r.clone())))
                 .collect(),
             revision: contents.revision,
             dirty: true,
@@ -325,15 +327,17 @@ impl FleetNode {
 
     /// Rewrites the local copy when it changed since the last write.
     fn save_copy(&self) {
-        let mut mirror = self.mirror.blocking_lock();
-        if !mirror.dirty {
-            return;
-        }
-        match self.copy.save(mirror.records.values(), mirror.revision) {
-            Ok(()) => mirror.dirty = false,
-            Err(e) => {
-                tracing::warn!(error = %e, "the local copy of the fleet's configuration could not be written; retrying")
+        let (records, revision) = {
+            let mut mirror = self.mirror.blocking_lock();
+            if !mirror.dirty {
+                return;
             }
+            mirror.dirty = false;
+            (mirror.records.clone(), mirror.revision)
+        };
+        if let Err(e) = self.copy.save(records.values().map(|r| &**r), revision) {
+            tracing::warn!(error = %e, "the local copy of the fleet's configuration could not be written; retrying");
+            self.mirror.blocking_lock().dirty = true;
         }
     }
 
@@ -363,12 +367,12 @@ impl Follower for FleetNode {
                     Some(value) => {
                         mirror.records.insert(
                             key,
-                            Record {
+                            Arc::new(Record {
                                 kind: u.kind,
                                 id: u.id.clone(),
                                 value: value.clone(),
                                 revision: u.revision,
-                            },
+                            }),
                         );
                     }
                     None => {
