@@ -502,8 +502,10 @@ impl EtcdStore {
                     _ => {}
                 }
             }
-            if response.events().is_empty() {
+            if response.events().is_empty() && !response.created() {
                 // A progress notification: everything up to the header's revision is here.
+                // Not the "created" answer: its header has etcd's current revision while
+                // the events from our start revision are still to come.
                 newest = response.header().map_or(0, |h| revision(h.revision()));
             }
             if newest <= *applied {
