@@ -37,6 +37,10 @@ pub struct FleetArgs {
     /// Changes measured.
     #[arg(long, default_value_t = 100)]
     changes: usize,
+    /// Requests per round of the data-plane CPU comparison of a fleet node with an embedded
+    /// one (0: skip it).
+    #[arg(long, default_value_t = 20000)]
+    requests: usize,
 }
 
 const MASTER_KEY: [u8; 32] = [7; 32];
@@ -102,8 +106,8 @@ pub fn run(args: FleetArgs) -> Result<(), String> {
     );
     let apply = apply_time(&store, args.certificates)?;
 
-    let a = Node::start("a", &pki, work.path(), &etcd.endpoint(), &key_file)?;
-    let b = Node::start("b", &pki, work.path(), &etcd.endpoint(), &key_file)?;
+    let a = Node::start("a", &pki, work.path(), Some((&etcd.endpoint(), &key_file)))?;
+    let b = Node::start("b", &pki, work.path(), Some((&etcd.endpoint(), &key_file)))?;
     let mut through_b = Client::connect(b.port)?;
     let mut propagation = Vec::with_capacity(args.changes);
     let mut answer = Vec::with_capacity(args.changes);
@@ -148,7 +152,97 @@ pub fn run(args: FleetArgs) -> Result<(), String> {
         connections.0,
         connections.1,
     );
+    if args.requests > 0 {
+        data_plane_cpu(&pki, work.path(), &b, backend.port, args.requests)?;
+    }
     drop(runtime);
+    Ok(())
+}
+
+/// The data plane's CPU per request on fleet node B and on an embedded node with the same
+/// route, backend and certificate, alternating (B, E, B, E) on one keep-alive connection
+/// each; then the same with wrk when it is installed.
+fn data_plane_cpu(
+    pki: &Pki,
+    work: &Path,
+    fleet: &Node,
+    backend_port: u16,
+    requests: usize,
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let embedded = Node::start("e", pki, work, None)?;
+    let p12 = std::fs::read(pki.path("client.p12")).map_err(|e| format!("client.p12: {e}"))?;
+    embedded.admin.put_json(
+        "/certificates/c0",
+        &serde_json::json!({
+            "data": base64::engine::general_purpose::STANDARD.encode(p12),
+            "password": P12_PASSWORD,
+        }),
+    )?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&backend_record(backend_port, 0)).map_err(|e| e.to_string())?;
+    embedded.admin.put_json(
+        "/backends/b1",
+        &serde_json::json!({"url": body["url"], "tls": body["tls"], "credentials": body["credentials"]}),
+    )?;
+    embedded.admin.put_json(
+        "/apis/orders",
+        &serde_json::json!({"path": "/o", "backendId": "b1"}),
+    )?;
+    let nodes = [("fleet", fleet), ("embedded", &embedded)];
+    let mut cpu = [Duration::ZERO; 2];
+    let mut wall = [Duration::ZERO; 2];
+    for _round in 0..2 {
+        for (i, (_, node)) in nodes.iter().enumerate() {
+            let mut client = Client::connect(node.port)?;
+            client.path_seen("/o/warm")?;
+            let (c0, t0) = (crate::procs::cpu_time(node.proc.pid()), Instant::now());
+            for _ in 0..requests {
+                client.path_seen("/o/x")?;
+            }
+            wall[i] += t0.elapsed();
+            cpu[i] += crate::procs::cpu_time(node.proc.pid()).saturating_sub(c0);
+        }
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / (2 * requests) as f64;
+    println!(
+        "data plane, own client, 1 keep-alive connection, 2x{requests} requests each: fleet node {:.1} us CPU/request ({:.0} req/s), embedded node {:.1} us CPU/request ({:.0} req/s): fleet/embedded CPU {:.2}x",
+        per(cpu[0]),
+        (2 * requests) as f64 / wall[0].as_secs_f64(),
+        per(cpu[1]),
+        (2 * requests) as f64 / wall[1].as_secs_f64(),
+        cpu[0].as_secs_f64() / cpu[1].as_secs_f64().max(1e-9),
+    );
+    let Some(wrk) = crate::harness::find_program("wrk") else {
+        eprintln!("loadtest fleet: wrk is not installed: no third-party figure");
+        return Ok(());
+    };
+    let mut line = String::from("data plane, wrk -t1 -c8 -d5s (keep-alive):");
+    let mut ratio = [0.0f64; 2];
+    for (i, (name, node)) in nodes.iter().enumerate() {
+        let c0 = crate::procs::cpu_time(node.proc.pid());
+        let out = Command::new(&wrk)
+            .args(["-t1", "-c8", "-d5s"])
+            .arg(format!("https://127.0.0.1:{}/o/x", node.port))
+            .output()
+            .map_err(|e| format!("wrk: {e}"))?;
+        let cpu = crate::procs::cpu_time(node.proc.pid()).saturating_sub(c0);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rate: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("wrk printed no rate:\n{text}"))?;
+        let per_request = cpu.as_secs_f64() * 1e6 / (rate * 5.0).max(1.0);
+        ratio[i] = per_request;
+        line.push_str(&format!(
+            " {name} {rate:.0} req/s, {per_request:.1} us CPU/request;"
+        ));
+    }
+    println!(
+        "{line} fleet/embedded CPU {:.2}x",
+        ratio[0] / ratio[1].max(1e-9)
+    );
     Ok(())
 }
 
@@ -260,7 +354,13 @@ struct Node {
 }
 
 impl Node {
-    fn start(name: &str, pki: &Pki, work: &Path, etcd: &str, key: &Path) -> Result<Node, String> {
+    /// A node on etcd (`Some((endpoint, master key file))`) or on its embedded store.
+    fn start(
+        name: &str,
+        pki: &Pki,
+        work: &Path,
+        fleet: Option<(&str, &Path)>,
+    ) -> Result<Node, String> {
         let (port, admin_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let dir = work.join(name);
         let l = |p: u16| local(p).to_string();
@@ -271,11 +371,13 @@ impl Node {
         cfg.listener_cert = Some((pki.path("server.pem"), pki.path("server.key")));
         cfg.admin_token = ADMIN_TOKEN.to_owned();
         cfg.steering_mode = Some("kernel".into());
-        let text = format!(
-            "{}\n[store]\nkind = \"etcd\"\netcd_endpoints = [{etcd:?}]\nmaster_key_file = {:?}\nnode_name = \"node-{name}\"\n",
-            cfg.render(),
-            key.display().to_string()
-        );
+        let mut text = cfg.render();
+        if let Some((etcd, key)) = fleet {
+            text.push_str(&format!(
+                "\n[store]\nkind = \"etcd\"\netcd_endpoints = [{etcd:?}]\nmaster_key_file = {:?}\nnode_name = \"node-{name}\"\n",
+                key.display().to_string()
+            ));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let path = dir.join("edgegw.toml");
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
