@@ -25,6 +25,40 @@ pub struct EdgegwConfig {
     pub steering_mode: Option<String>,
     pub steering_policy: Option<String>,
     pub stall_threshold: Option<String>,
+    /// `listener.ticket_key_rotation`, e.g. `"3s"`.
+    pub ticket_key_rotation: Option<String>,
+    /// The `[store]` section; the default writes none (the embedded store).
+    pub store: StoreSettings,
+}
+
+/// The `[store]` section: every setting the gateway's default unless set (nothing set:
+/// no section, the embedded store).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// `store.kind`: `"embedded"` or `"etcd"`.
+    pub kind: Option<String>,
+    /// `store.etcd_endpoints` (left out when empty).
+    pub etcd_endpoints: Vec<String>,
+    /// `store.etcd_prefix`: starts and ends with `/`.
+    pub etcd_prefix: Option<String>,
+    /// `store.master_key_file`: base64 of 32 bytes; every node of a fleet needs the same.
+    pub master_key_file: Option<PathBuf>,
+    /// `store.etcd_timeout`, e.g. `"2s"`.
+    pub etcd_timeout: Option<String>,
+    /// `store.node_name` (the audit log's `"node"`).
+    pub node_name: Option<String>,
+}
+
+impl StoreSettings {
+    /// Fleet mode: `kind = "etcd"` on `endpoints`, keys under `prefix`.
+    pub fn etcd(endpoints: Vec<String>, prefix: &str) -> Self {
+        Self {
+            kind: Some("etcd".into()),
+            etcd_endpoints: endpoints,
+            etcd_prefix: Some(prefix.into()),
+            ..Self::default()
+        }
+    }
 }
 
 impl EdgegwConfig {
@@ -44,6 +78,8 @@ impl EdgegwConfig {
             steering_mode: None,
             steering_policy: None,
             stall_threshold: None,
+            ticket_key_rotation: None,
+            store: StoreSettings::default(),
         }
     }
 
@@ -72,6 +108,9 @@ impl EdgegwConfig {
             let groups: Vec<String> = self.key_exchange_groups.iter().map(|g| quoted(g)).collect();
             line("key_exchange_groups", format!("[{}]", groups.join(", ")));
         }
+        if let Some(rotation) = &self.ticket_key_rotation {
+            line("ticket_key_rotation", quoted(rotation));
+        }
         line("\n[admin]\naddress", quoted(&self.admin));
         line("token", quoted(&self.admin_token));
         line("\n[metrics]\naddress", quoted(&self.metrics));
@@ -79,23 +118,51 @@ impl EdgegwConfig {
             line("\n[upstream]\nconnect_timeout", quoted(connect));
             line("request_timeout", quoted(request));
         }
-        let steering = [
-            ("mode", &self.steering_mode),
-            ("policy", &self.steering_policy),
-            ("stall_threshold", &self.stall_threshold),
-        ];
-        let mut first = true;
-        for (key, value) in steering {
-            if let Some(value) = value {
-                let key = if first {
-                    format!("\n[steering]\n{key}")
-                } else {
-                    key.to_owned()
-                };
-                first = false;
-                line(&key, quoted(value));
+        // An optional section: the keys that are set, the header before the first of them.
+        let mut section = |name: &str, entries: Vec<(&str, Option<String>)>| {
+            let mut header = Some(name);
+            for (key, value) in entries {
+                if let Some(value) = value {
+                    let key = match header.take() {
+                        Some(name) => format!("\n[{name}]\n{key}"),
+                        None => key.to_owned(),
+                    };
+                    line(&key, value);
+                }
             }
-        }
+        };
+        let st = &self.store;
+        let endpoints: Vec<String> = st.etcd_endpoints.iter().map(|e| quoted(e)).collect();
+        section(
+            "store",
+            vec![
+                ("kind", st.kind.as_deref().map(quoted)),
+                (
+                    "etcd_endpoints",
+                    (!endpoints.is_empty()).then(|| format!("[{}]", endpoints.join(", "))),
+                ),
+                ("etcd_prefix", st.etcd_prefix.as_deref().map(quoted)),
+                (
+                    "master_key_file",
+                    st.master_key_file
+                        .as_ref()
+                        .map(|f| quoted(&f.display().to_string())),
+                ),
+                ("etcd_timeout", st.etcd_timeout.as_deref().map(quoted)),
+                ("node_name", st.node_name.as_deref().map(quoted)),
+            ],
+        );
+        section(
+            "steering",
+            vec![
+                ("mode", self.steering_mode.as_deref().map(quoted)),
+                ("policy", self.steering_policy.as_deref().map(quoted)),
+                (
+                    "stall_threshold",
+                    self.stall_threshold.as_deref().map(quoted),
+                ),
+            ],
+        );
         out
     }
 
@@ -139,6 +206,28 @@ mod tests {
         assert!(
             full.contains("key_exchange_groups = [\"X25519\"]"),
             "{full}"
+        );
+        assert!(!full.contains("[store]"), "{full}");
+        c.ticket_key_rotation = Some("3s".into());
+        c.store = StoreSettings {
+            master_key_file: Some(PathBuf::from("/k/mk")),
+            node_name: Some("node-a".into()),
+            etcd_timeout: Some("1s".into()),
+            ..StoreSettings::etcd(
+                vec!["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+                "/t/",
+            )
+        };
+        let fleet = c.render();
+        assert!(
+            fleet.contains("key_exchange_groups = [\"X25519\"]\nticket_key_rotation = \"3s\"\n"),
+            "{fleet}"
+        );
+        assert!(
+            fleet.contains(
+                "\n[store]\nkind = \"etcd\"\netcd_endpoints = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\netcd_prefix = \"/t/\"\nmaster_key_file = \"/k/mk\"\netcd_timeout = \"1s\"\nnode_name = \"node-a\"\n"
+            ),
+            "{fleet}"
         );
     }
 }

@@ -19,7 +19,7 @@ pub mod nginx;
 pub mod openssl;
 pub mod pki;
 
-pub use edgegw::EdgegwConfig;
+pub use edgegw::{EdgegwConfig, StoreSettings};
 pub use etcd::{Etcd, EtcdCluster};
 pub use nginx::NginxConfig;
 pub use pki::{Cert, KeyType, Pki, P12};

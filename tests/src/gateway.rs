@@ -24,6 +24,10 @@ pub struct GatewayOpts {
     pub admin_token: Option<String>,
     /// `listener.certificate` / `listener.private_key` (PEM files).
     pub listener_cert: Option<(PathBuf, PathBuf)>,
+    /// The `[store]` section; the default is none (the embedded store).
+    pub store: testkit::StoreSettings,
+    /// `listener.ticket_key_rotation`.
+    pub ticket_key_rotation: Option<String>,
 }
 
 impl Default for GatewayOpts {
@@ -36,6 +40,8 @@ impl Default for GatewayOpts {
             env: Vec::new(),
             admin_token: Some(TOKEN.into()),
             listener_cert: None,
+            store: testkit::StoreSettings::default(),
+            ticket_key_rotation: None,
         }
     }
 }
@@ -58,8 +64,25 @@ impl Gateway {
     }
 
     pub fn start_with(opts: GatewayOpts) -> Gateway {
+        let mut gw = Self::launch(opts);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Spawns the process without waiting for it to be ready (a node that waits for etcd,
+    /// or one expected to refuse to start): see [`Gateway::wait_ready`] and
+    /// [`Gateway::wait_exit`].
+    pub fn launch(opts: GatewayOpts) -> Gateway {
+        let mut gw = Self::create(opts);
+        gw.spawn();
+        gw
+    }
+
+    /// A gateway's directory, data dir and config file, with no process yet (e.g. to run
+    /// `edgegw store migrate` into a fresh data dir first): see [`Gateway::start_stopped`].
+    pub fn create(opts: GatewayOpts) -> Gateway {
         let dir = testkit::temp_dir("e2e-gw").expect("temp dir");
-        let mut gw = Gateway {
+        let gw = Gateway {
             dir,
             opts,
             listen: local(free_port()),
@@ -71,8 +94,25 @@ impl Gateway {
         };
         std::fs::create_dir_all(gw.data_dir()).expect("mkdir data");
         gw.write_config();
-        gw.spawn();
         gw
+    }
+
+    /// Changes the options and rewrites the config file (the running process, if any,
+    /// does not see it until it is started again).
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut GatewayOpts)) {
+        change(&mut self.opts);
+        self.write_config();
+    }
+
+    /// Starts the stopped (or only created) gateway with its config file and data dir,
+    /// and waits until it is ready.
+    pub fn start_stopped(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_stopped: edgegw is still running"
+        );
+        self.spawn();
+        self.wait_ready();
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -99,6 +139,8 @@ impl Gateway {
         cfg.shutdown_grace = o.shutdown_grace.to_string();
         cfg.admin_token = o.admin_token.clone().unwrap_or_default();
         cfg.listener_cert = o.listener_cert.clone();
+        cfg.ticket_key_rotation = o.ticket_key_rotation.clone();
+        cfg.store = o.store.clone();
         cfg.upstream_timeouts =
             Some((o.connect_timeout.to_string(), o.request_timeout.to_string()));
         cfg.write(&self.config_path()).expect("write config");
@@ -127,10 +169,11 @@ impl Gateway {
         }
         let child = cmd.spawn().expect("spawn edgegw");
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits (≤ 30 s) until the admin API answers and the listener and metrics ports are
+    /// open; panics with the stderr if the process exits first.
+    pub fn wait_ready(&mut self) {
         let start = Instant::now();
         loop {
             if let Some(c) = self.child.as_mut() {
@@ -229,7 +272,7 @@ impl Gateway {
             "edgegw did not exit 0 on SIGTERM (status {st:?}):\n{}",
             tail(&self.stderr(), 40)
         );
-        self.spawn();
+        self.start_stopped();
     }
 
     /// The admin token in force: the config's, else `EDGEGW_ADMIN_TOKEN` given to the child,
@@ -294,6 +337,27 @@ impl Gateway {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `edgegw store migrate --from FROM --to TO --config` this gateway's config file (run
+    /// with the environment the gateway gets); its output.
+    pub fn store_migrate(&self, from: &str, to: &str) -> std::process::Output {
+        let mut cmd = Command::new(bin_path("edgegw"));
+        cmd.args(["store", "migrate", "--from", from, "--to", to, "--config"])
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .env_remove("EDGEGW_ADMIN_TOKEN")
+            .env_remove("EDGEGW_MASTER_KEY");
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run edgegw store migrate")
+    }
+
+    /// `data_dir/audit.log` (empty if there is none yet).
+    pub fn audit_log(&self) -> String {
+        read_lossy(&self.data_dir().join("audit.log"))
     }
 }
 

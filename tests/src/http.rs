@@ -402,16 +402,21 @@ impl Admin {
         body: Option<Vec<u8>>,
     ) -> Response {
         let mut req = Request::new(method, path);
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", &format!("Bearer {t}"));
-        }
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
         }
         if let Some(b) = body {
             req = req.body(b);
         }
-        plain_request(self.addr, req).unwrap_or_else(|e| panic!("admin {method} {path}: {e}"))
+        self.send(req)
+    }
+    /// Sends `req` (built with any headers, e.g. `If-Match`) with the bearer token.
+    pub fn send(&self, mut req: Request) -> Response {
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let what = format!("admin {} {}", req.method, req.target);
+        plain_request(self.addr, req).unwrap_or_else(|e| panic!("{what}: {e}"))
     }
     pub fn get(&self, path: &str) -> Response {
         self.request("GET", path, None, None)
