@@ -11,7 +11,8 @@
 //! commits the change to the store. So every change that took effect is in the log, even if
 //! the process dies right after. If the line cannot be written, the change is refused with
 //! 500 `AuditLogError` and nothing changes. If the store write then fails, a second line for
-//! the same resource with `"outcome": "failed"` follows it immediately (writes are
+//! the same resource with an `"outcome"` (`failed`, `conflict`, `unavailable` or
+//! `unconfirmed`, as the store answered) follows it immediately (writes are
 //! serialized), best effort.
 
 use std::fs::{File, OpenOptions};

@@ -149,6 +149,14 @@ impl From<StoreError> for AdminError {
                     "The configuration store cannot be reached; nothing was changed. The gateway keeps serving its current configuration; retry later.",
                 )
             }
+            StoreError::Unconfirmed(why) => {
+                error!(error = %why, "store did not confirm a write");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StoreUnavailable",
+                    "The configuration store did not confirm the change in time: it may have been applied. Read the resource to see, then retry.",
+                )
+            }
             e => {
                 error!(error = %e, "store write failed");
                 Self::new(

@@ -156,7 +156,8 @@ struct Writer {
 impl Writer {
     /// Commits one change durably: the audit line first (write-ahead, fsynced; if it cannot
     /// be written the change is refused and nothing changes), then the store transaction.
-    /// A failed commit is followed by an `"outcome": "failed"` audit line. Returns the
+    /// A failed commit is followed by an audit line with its `"outcome"` (`failed`,
+    /// `conflict`, `unavailable`, `unconfirmed`). Returns the
     /// store revision of the change.
     fn durable(
         &mut self,
@@ -192,6 +193,7 @@ impl Writer {
                     let outcome = match e {
                         StoreError::Conflict(_) => "conflict",
                         StoreError::Unavailable(_) => "unavailable",
+                        StoreError::Unconfirmed(_) => "unconfirmed",
                         _ => "failed",
                     };
                     if let Err(ae) = log.append(record, Some(outcome)) {

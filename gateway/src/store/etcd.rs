@@ -159,6 +159,19 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Whether a request failed before it reached etcd: tonic answers a channel that cannot
+/// connect with `Unavailable` "tcp connect error" (nothing was sent, so trying another
+/// member is safe even for a write).
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message() == "tcp connect error"
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
 fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{what}: {e}"))
 }
@@ -253,25 +266,57 @@ impl EtcdStore {
     }
 
     /// One request, bounded by the timeout; a failure to reach etcd drops the connection.
-    async fn request<T, F, Fut>(&self, what: &str, f: F) -> Result<T, StoreError>
+    /// A request that never left (no member answered the connection) is tried once more on
+    /// each other endpoint, so losing the member a node talks to costs no failed request.
+    /// A request that was sent but not answered is `Unavailable` for a read and
+    /// `Unconfirmed` for a write (`sent_is_unconfirmed`): it may have been applied.
+    async fn request<T, F, Fut>(
+        &self,
+        what: &str,
+        sent_is_unconfirmed: bool,
+        f: F,
+    ) -> Result<T, StoreError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let timeout = self.inner.settings.timeout;
-        let result = match self.client().await {
-            Ok(client) => match tokio::time::timeout(timeout, f(client)).await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(unavailable(what, e)),
-                Err(_) => Err(unavailable(what, format!("no answer within {timeout:?}"))),
-            },
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(_) => self.inner.connected.store(true, Ordering::Relaxed),
-            Err(_) => self.failed().await,
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts = self.inner.settings.endpoints.len();
+        loop {
+            attempts -= 1;
+            let outcome = match self.client().await {
+                Ok(client) => match tokio::time::timeout_at(deadline, f(client)).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) if never_sent(&e) => Err((true, unavailable(what, e))),
+                    Ok(Err(e)) if sent_is_unconfirmed => {
+                        Err((false, StoreError::Unconfirmed(format!("{what}: {e}"))))
+                    }
+                    Ok(Err(e)) => Err((false, unavailable(what, e))),
+                    Err(_) if sent_is_unconfirmed => Err((
+                        false,
+                        StoreError::Unconfirmed(format!("{what}: no answer within {timeout:?}")),
+                    )),
+                    Err(_) => Err((
+                        false,
+                        unavailable(what, format!("no answer within {timeout:?}")),
+                    )),
+                },
+                Err(e) => Err((true, e)),
+            };
+            match outcome {
+                Ok(value) => {
+                    self.inner.connected.store(true, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err((retry, e)) => {
+                    self.failed().await;
+                    if !retry || attempts == 0 || tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        result
     }
 
     /// Every key under the prefix at one revision, read in pages (a store of many
@@ -291,8 +336,9 @@ impl EtcdStore {
                 .with_revision(at);
             let key = from.clone();
             let page = self
-                .request("reading the store", |mut c| async move {
-                    c.get(key, Some(options)).await
+                .request("reading the store", false, |mut c| {
+                    let (key, options) = (key.clone(), options.clone());
+                    async move { c.get(key, Some(options)).await }
                 })
                 .await?;
             if at == 0 {
@@ -335,8 +381,9 @@ impl EtcdStore {
         let key = self.fleet_key(name);
         self.block_on(async {
             let response = self
-                .request("reading the store", |mut c| async move {
-                    c.get(key, None).await
+                .request("reading the store", false, |mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
                 })
                 .await?;
             Ok(response
@@ -364,7 +411,10 @@ impl EtcdStore {
                 )])
                 .and_then([TxnOp::put(key, value, None)]);
             let response = self
-                .request("writing the store", |mut c| async move { c.txn(txn).await })
+                .request("writing the store", true, |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
                 .await?;
             Ok(response.succeeded())
         })
@@ -573,11 +623,10 @@ impl Store for EtcdStore {
             })
             .collect();
         let txn = Txn::new().when(compares).and_then(operations);
-        let response =
-            self.block_on(self.request(
-                "committing a change",
-                |mut c| async move { c.txn(txn).await },
-            ))?;
+        let response = self.block_on(self.request("committing a change", true, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        }))?;
         if !response.succeeded() {
             return Err(StoreError::Conflict(
                 "a record this write was checked against changed in etcd first".into(),

@@ -72,6 +72,9 @@ pub enum StoreError {
     Conflict(String),
     /// The store could not be reached in time (etcd down): nothing was written.
     Unavailable(String),
+    /// A commit was sent but not confirmed in time (the connection broke or the answer did
+    /// not come): it may or may not have been applied.
+    Unconfirmed(String),
 }
 
 impl fmt::Display for StoreError {
@@ -85,6 +88,7 @@ impl fmt::Display for StoreError {
             StoreError::Io(m) => write!(f, "{m}"),
             StoreError::Conflict(m) => write!(f, "write conflict: {m}"),
             StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
+            StoreError::Unconfirmed(m) => write!(f, "store did not confirm the commit: {m}"),
         }
     }
 }
