@@ -355,6 +355,7 @@ fn dashboards_rules_and_runbooks_are_well_formed() {
         "EdgegwUpstreamPoolHitRatioLow",
         "EdgegwWorkerImbalance",
         "EdgegwDown",
+        "EdgegwStoreDisconnected",
     ] {
         assert!(names.contains(want), "alerts.yml has no {want}: {names:?}");
     }
