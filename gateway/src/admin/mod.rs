@@ -269,6 +269,7 @@ impl ControlPlane {
             "control plane loaded the store"
         );
         publish(&resources);
+        crate::metrics::record_store_revision(contents.revision);
         let mut revisions = Revisions::new();
         for r in &contents.records {
             if let Ok(id) = ResourceId::parse(&r.id) {
