@@ -913,7 +913,20 @@ mod tests {
         cluster.kill(0).unwrap();
         assert!(!cluster.is_running(0));
         assert!(!cluster.is_healthy(0));
-        cluster.put(1, "/edgegw/during", b"1").unwrap();
+        // When the killed member led the cluster, the others elect a new leader first
+        // (etcd answers "request timed out, possibly due to previous leader failure" until
+        // then, typically for a second or two): the write goes through once they have.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match cluster.put(1, "/edgegw/during", b"1") {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("write during the election: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => panic!("no write succeeded within 20 s of the kill: {e}"),
+            }
+        }
         assert_eq!(
             cluster.get(2, "/edgegw/during").unwrap().as_deref(),
             Some(&b"1"[..])

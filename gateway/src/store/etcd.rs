@@ -463,20 +463,21 @@ impl EtcdStore {
         // The node's view may be older than what etcd still has (a start from the local
         // copy): a compaction in between is found by the watch itself.
         loop {
-            match self.watch_once(&mut applied, &follower).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "etcd watch interrupted; the node keeps serving its current configuration");
-                }
+            let started = tokio::time::Instant::now();
+            let result = self.watch_once(&mut applied, &follower).await;
+            // A watch that ran for a while was healthy: its failure starts a new series of
+            // retries from the shortest wait.
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            if let Err(e) = result {
+                tracing::warn!(error = %e, retry_in = ?backoff, "etcd watch interrupted; the node keeps serving its current configuration");
             }
             self.failed().await;
             let f = follower.clone();
             let _ = tokio::task::spawn_blocking(move || f.connected(false)).await;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            if self.is_connected() {
-                backoff = Duration::from_millis(100);
-            }
         }
     }
 
