@@ -51,7 +51,7 @@ use crate::model::{
     Api, Backend, CertificateInfo, CertificateRef, ResourceId, Resources, Thumbprint,
 };
 use crate::store::{
-    records, Change, Condition, Contents, Kind, MasterKey, Store, StoreError, Transaction, Update,
+    records, Condition, Contents, Kind, MasterKey, Store, StoreError, Transaction, Update,
 };
 use rest::{ApiBody, ApiResource, BackendBody, BackendResource};
 
@@ -556,14 +556,7 @@ impl ControlPlane {
             thumbprint: Some(cert.info.thumbprint),
             created: Some(written == Written::Created),
         };
-        let transaction = Transaction {
-            conditions,
-            changes: vec![Change::Put {
-                kind: Kind::Certificate,
-                id: id.to_string(),
-                value: record,
-            }],
-        };
+        let transaction = Transaction::put(conditions, Kind::Certificate, id.as_str(), record);
         let revision = self.write(&mut writer, &audit, transaction)?;
         let info = cert.info.clone();
         info!(
@@ -607,13 +600,7 @@ impl ControlPlane {
             thumbprint: Some(thumbprint),
             created: None,
         };
-        let transaction = Transaction {
-            conditions,
-            changes: vec![Change::Delete {
-                kind: Kind::Certificate,
-                id: id.to_string(),
-            }],
-        };
+        let transaction = Transaction::delete(conditions, Kind::Certificate, id.as_str());
         self.write(&mut writer, &audit, transaction)?;
         info!(kind = "certificate", id = %id, thumbprint = %thumbprint, "certificate deleted");
         Ok(())
@@ -653,14 +640,7 @@ impl ControlPlane {
             thumbprint,
             created: Some(written == Written::Created),
         };
-        let transaction = Transaction {
-            conditions,
-            changes: vec![Change::Put {
-                kind: Kind::Backend,
-                id: id.to_string(),
-                value: record,
-            }],
-        };
+        let transaction = Transaction::put(conditions, Kind::Backend, id.as_str(), record);
         let revision = self.write(&mut writer, &audit, transaction)?;
         let resource = BackendResource::from(&backend);
         info!(
@@ -709,17 +689,15 @@ impl ControlPlane {
             thumbprint,
             created: None,
         };
-        let transaction = Transaction {
-            // No API may have started using it since the view was complete.
-            conditions: vec![
+        // No API may have started using it since the view was complete.
+        let transaction = Transaction::delete(
+            vec![
                 view.at(Kind::Backend, id),
                 view.none_written_after(Kind::Api),
             ],
-            changes: vec![Change::Delete {
-                kind: Kind::Backend,
-                id: id.to_string(),
-            }],
-        };
+            Kind::Backend,
+            id.as_str(),
+        );
         self.write(&mut writer, &audit, transaction)?;
         info!(kind = "backend", id = %id, "backend deleted");
         Ok(())
@@ -794,13 +772,7 @@ impl ControlPlane {
             thumbprint: effective_thumbprint(resources, api),
             created: None,
         };
-        let transaction = Transaction {
-            conditions: vec![view.at(Kind::Api, id)],
-            changes: vec![Change::Delete {
-                kind: Kind::Api,
-                id: id.to_string(),
-            }],
-        };
+        let transaction = Transaction::delete(vec![view.at(Kind::Api, id)], Kind::Api, id.as_str());
         self.write(&mut writer, &audit, transaction)?;
         info!(kind = "api", id = %id, "API deleted");
         Ok(())
@@ -907,14 +879,7 @@ impl ControlPlane {
             },
         };
         conditions.push(view.at(Kind::Api, &api.id));
-        let transaction = Transaction {
-            conditions,
-            changes: vec![Change::Put {
-                kind: Kind::Api,
-                id: api.id.to_string(),
-                value: record,
-            }],
-        };
+        let transaction = Transaction::put(conditions, Kind::Api, api.id.as_str(), record);
         let revision = self.write(writer, &audit, transaction)?;
         let resource = ApiResource::from(&api);
         let thumbprint = tp.map(|t| t.to_string()).unwrap_or_default();

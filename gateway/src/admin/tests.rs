@@ -716,14 +716,7 @@ fn undecodable_records_are_errors_naming_them() {
         let path = dir.path().join(format!("{id}.redb"));
         let store = EmbeddedStore::open(&path).unwrap();
         store
-            .commit(&Transaction {
-                conditions: vec![],
-                changes: vec![Change::Put {
-                    kind,
-                    id: id.into(),
-                    value: record.to_vec(),
-                }],
-            })
+            .commit(&Transaction::put(vec![], kind, id, record.to_vec()))
             .unwrap();
         let err = ControlPlane::open(Box::new(store), master_key(), Box::new(|_| {})).unwrap_err();
         assert!(
@@ -1000,14 +993,7 @@ fn race_harness() -> Race {
 }
 
 fn put_change(kind: Kind, id: &str, value: &[u8]) -> Transaction {
-    Transaction {
-        conditions: vec![],
-        changes: vec![Change::Put {
-            kind,
-            id: id.into(),
-            value: value.to_vec(),
-        }],
-    }
+    Transaction::put(vec![], kind, id, value.to_vec())
 }
 
 async fn etag_of(h: &Harness, uri: &str) -> Option<String> {
@@ -1205,13 +1191,7 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     *race.next.lock().unwrap() = Some(Box::new(|store: &EmbeddedStore| {
         store
-            .commit(&Transaction {
-                conditions: vec![],
-                changes: vec![Change::Delete {
-                    kind: Kind::Certificate,
-                    id: "c9".into(),
-                }],
-            })
+            .commit(&Transaction::delete(vec![], Kind::Certificate, "c9"))
             .unwrap();
     }));
     let (s, v) = h

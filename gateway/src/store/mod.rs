@@ -203,6 +203,34 @@ impl fmt::Debug for Update {
 }
 
 impl Transaction {
+    /// A put of one record, if `conditions` hold.
+    pub fn put(
+        conditions: Vec<Condition>,
+        kind: Kind,
+        id: impl Into<String>,
+        value: Vec<u8>,
+    ) -> Self {
+        Self {
+            conditions,
+            changes: vec![Change::Put {
+                kind,
+                id: id.into(),
+                value,
+            }],
+        }
+    }
+
+    /// A delete of one record, if `conditions` hold.
+    pub fn delete(conditions: Vec<Condition>, kind: Kind, id: impl Into<String>) -> Self {
+        Self {
+            conditions,
+            changes: vec![Change::Delete {
+                kind,
+                id: id.into(),
+            }],
+        }
+    }
+
     /// The updates this transaction made, once committed at `revision`.
     pub fn updates(&self, revision: u64) -> Vec<Update> {
         self.changes
