@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// measurable when they do not. Unset: pinned only with `steering.policy = "cpu"`,
     /// whose point is that the worker of a CPU runs on that CPU (see `pin_workers()`).
     pub pin_workers: Option<bool>,
+    /// `server.max_connections`: open client connections per worker. At the limit a worker
+    /// stops accepting until one closes, so new connections wait in the kernel's accept
+    /// queue (or go to another worker) instead of being accepted and starved. Default 10000.
+    pub max_connections: usize,
 }
 
 /// Where the access log goes.
@@ -109,6 +113,25 @@ pub struct ListenerConfig {
     /// names (see [`KNOWN_KEY_EXCHANGE_GROUPS`]); non-empty, no duplicates.
     /// Default `["X25519MLKEM768", "X25519", "P-256"]`.
     pub key_exchange_groups: Vec<String>,
+    /// `listener.handshake_timeout`: a new connection must finish its TLS handshake within
+    /// this. Non-zero. Default `10s`.
+    pub handshake_timeout: Duration,
+    /// `listener.header_timeout`: once its first byte arrived, a request head must arrive
+    /// whole within this (else 408). Non-zero. Default `10s`.
+    pub header_timeout: Duration,
+    /// `listener.idle_timeout`: a keep-alive connection waiting for its next request is
+    /// closed after this. Non-zero. Default `60s`.
+    pub idle_timeout: Duration,
+    /// `listener.body_timeout`: the longest wait for the next bytes of a request body.
+    /// Non-zero. Default `10s`.
+    pub body_timeout: Duration,
+    /// `listener.body_min_rate`: bytes per second a request body must keep up on average
+    /// after its first `body_timeout` (a body sent a byte at a time is cut); `0` turns the
+    /// rate check off. Default `1024`.
+    pub body_min_rate: u64,
+    /// `listener.max_request_body_bytes`: largest request body (413 beyond it); `0` means no
+    /// limit. Default 1 GiB.
+    pub max_request_body_bytes: u64,
 }
 
 /// `[admin]`: the management REST API (plain HTTP).
@@ -121,6 +144,10 @@ pub struct AdminConfig {
     /// written once to `data_dir/admin.token`. No whitespace or control characters.
     /// A [`Secret`]: `Debug` of the config never shows it, and it is wiped on drop.
     pub token: Option<Secret<String>>,
+    /// `admin.allow_plaintext`: the admin API speaks plain HTTP; on an address that is not
+    /// loopback the token would cross the network in the clear, so the gateway refuses to
+    /// start there unless this is set on purpose. Default `false`.
+    pub allow_plaintext: bool,
 }
 
 /// `[metrics]`.
@@ -212,6 +239,10 @@ pub struct UpstreamConfig {
     /// `upstream.request_timeout`: how long a backend may take to answer a request (then
     /// 504 `BackendTimeout`). Non-zero. Default `30s`.
     pub request_timeout: Duration,
+    /// `upstream.max_connections_per_backend`: requests in flight to one backend per worker
+    /// (each holds one upstream connection). A request beyond it waits for a free one up to
+    /// `connect_timeout`, then gets 504 `BackendTimeout`. `0` means no limit. Default `512`.
+    pub max_connections_per_backend: usize,
 }
 
 impl Config {
@@ -234,6 +265,7 @@ impl Config {
                 shutdown_grace: Duration::from_secs(10),
                 access_log: AccessLog::Off,
                 pin_workers: None,
+                max_connections: 10_000,
             },
             listener: ListenerConfig {
                 address: local(8443),
@@ -246,10 +278,17 @@ impl Config {
                     "X25519".to_owned(),
                     "P-256".to_owned(),
                 ],
+                handshake_timeout: Duration::from_secs(10),
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                body_timeout: Duration::from_secs(10),
+                body_min_rate: 1024,
+                max_request_body_bytes: 1 << 30,
             },
             admin: AdminConfig {
                 address: local(9090),
                 token: None,
+                allow_plaintext: false,
             },
             metrics: MetricsConfig {
                 address: local(9091),
@@ -272,6 +311,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(60),
                 connect_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(30),
+                max_connections_per_backend: 512,
             },
         }
     }

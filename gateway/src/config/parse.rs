@@ -28,6 +28,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "shutdown_grace",
             "access_log",
             "pin_workers",
+            "max_connections",
         ],
     ),
     (
@@ -39,9 +40,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "session_tickets",
             "ticket_key_rotation",
             "key_exchange_groups",
+            "handshake_timeout",
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "body_min_rate",
+            "max_request_body_bytes",
         ],
     ),
-    ("admin", &["address", "token"]),
+    ("admin", &["address", "token", "allow_plaintext"]),
     ("metrics", &["address"]),
     (
         "store",
@@ -62,6 +69,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "idle_timeout",
             "connect_timeout",
             "request_timeout",
+            "max_connections_per_backend",
         ],
     ),
 ];
@@ -278,6 +286,12 @@ impl Parser {
             ),
             access_log: self.take_or(s, "access_log", AccessLog::Off, access_log),
             pin_workers: self.take_or(s, "pin_workers", None, |v| boolean(v).map(Some)),
+            max_connections: self.take_or(
+                s,
+                "max_connections",
+                defaults.server.max_connections,
+                |v| integer_in(v, 1, 1_000_000).map(|n| n as usize),
+            ),
         };
 
         // [listener]
@@ -315,6 +329,23 @@ impl Parser {
             session_tickets,
             ticket_key_rotation,
             key_exchange_groups,
+            handshake_timeout: self.take_or(s, "handshake_timeout", d.handshake_timeout, |v| {
+                duration(v, false)
+            }),
+            header_timeout: self.take_or(s, "header_timeout", d.header_timeout, |v| {
+                duration(v, false)
+            }),
+            idle_timeout: self.take_or(s, "idle_timeout", d.idle_timeout, |v| duration(v, false)),
+            body_timeout: self.take_or(s, "body_timeout", d.body_timeout, |v| duration(v, false)),
+            body_min_rate: self.take_or(s, "body_min_rate", d.body_min_rate, |v| {
+                integer_in(v, 0, i64::MAX).map(|n| n as u64)
+            }),
+            max_request_body_bytes: self.take_or(
+                s,
+                "max_request_body_bytes",
+                d.max_request_body_bytes,
+                |v| integer_in(v, 0, i64::MAX).map(|n| n as u64),
+            ),
         };
 
         // [admin]
@@ -323,6 +354,12 @@ impl Parser {
         let admin = AdminConfig {
             address: admin_address.unwrap_or(defaults.admin.address),
             token: self.take_or(s, "token", None, token),
+            allow_plaintext: self.take_or(
+                s,
+                "allow_plaintext",
+                defaults.admin.allow_plaintext,
+                boolean,
+            ),
         };
 
         // [metrics]
@@ -421,6 +458,12 @@ impl Parser {
             request_timeout: self.take_or(s, "request_timeout", d.request_timeout, |v| {
                 duration(v, false)
             }),
+            max_connections_per_backend: self.take_or(
+                s,
+                "max_connections_per_backend",
+                d.max_connections_per_backend,
+                |v| integer_in(v, 0, i64::from(u32::MAX)).map(|n| n as usize),
+            ),
         };
 
         Config {

@@ -139,6 +139,7 @@ data_dir = "/var/lib/edgegw"
 shutdown_grace = "0s"
 access_log = "/var/log/edgegw/access.log"
 pin_workers = false
+max_connections = 200
 
 [listener]
 address = "0.0.0.0:443"
@@ -147,10 +148,17 @@ private_key = "/etc/edgegw/tls.key"
 session_tickets = false
 ticket_key_rotation = "1h30m"
 key_exchange_groups = ["P-384", "X25519Kyber768Draft00", "P-521", "X25519", "X25519MLKEM768", "P-256"]
+handshake_timeout = "3s"
+header_timeout = "4s"
+idle_timeout = "5s"
+body_timeout = "6s"
+body_min_rate = 0
+max_request_body_bytes = 1000
 
 [admin]
 address = "[::1]:19090"
 token = "s3cret-token"
+allow_plaintext = true
 
 [metrics]
 address = "10.0.0.1:19091"
@@ -173,6 +181,7 @@ max_idle_per_key = 0
 idle_timeout = "90s"
 connect_timeout = "250ms"
 request_timeout = "2m"
+max_connections_per_backend = 7
 "#,
     );
     let expected = Config {
@@ -182,6 +191,7 @@ request_timeout = "2m"
             shutdown_grace: Duration::ZERO,
             access_log: AccessLog::File(PathBuf::from("/var/log/edgegw/access.log")),
             pin_workers: Some(false),
+            max_connections: 200,
         },
         listener: ListenerConfig {
             address: addr("0.0.0.0:443"),
@@ -199,10 +209,17 @@ request_timeout = "2m"
             ]
             .map(String::from)
             .to_vec(),
+            handshake_timeout: Duration::from_secs(3),
+            header_timeout: Duration::from_secs(4),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(6),
+            body_min_rate: 0,
+            max_request_body_bytes: 1000,
         },
         admin: AdminConfig {
             address: addr("[::1]:19090"),
             token: Some(Secret::from("s3cret-token")),
+            allow_plaintext: true,
         },
         metrics: MetricsConfig {
             address: addr("10.0.0.1:19091"),
@@ -225,6 +242,7 @@ request_timeout = "2m"
             idle_timeout: Duration::from_secs(90),
             connect_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_secs(120),
+            max_connections_per_backend: 7,
         },
     };
     assert_eq!(c, expected);

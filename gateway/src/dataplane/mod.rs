@@ -24,16 +24,30 @@ use crate::snapshot::Snapshot;
 use crate::steering::{AcceptingGuard, Pulse, HEARTBEAT};
 use crate::upstream::WorkerUpstreams;
 
-/// Time limits on client connections and upstream requests.
+/// Time and size limits on client connections and upstream requests (`[listener]`,
+/// `server.max_connections` and `[upstream]` of the config file).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// TLS handshake and request head must arrive within this.
-    pub header_read_timeout: Duration,
+    /// The client's TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Once its first byte arrived, a request head must arrive whole within this.
+    pub header_timeout: Duration,
     /// A keep-alive connection waiting for its next request is closed after this.
     pub idle_timeout: Duration,
+    /// The longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average once it has run for `body_timeout`
+    /// (0: no rate check).
+    pub body_min_rate: u64,
+    /// Largest request body (0: none).
+    pub max_request_body: u64,
     /// The backend must start answering within this (else 504); also bounds each read of a
     /// response body.
     pub request_timeout: Duration,
+    /// Open client connections per worker.
+    pub max_connections: usize,
+    /// Requests in flight per backend per worker (0: none).
+    pub max_connections_per_backend: usize,
 }
 
 /// Which event loop driver to run.

@@ -27,10 +27,6 @@ mod migrate;
 
 pub use migrate::{migrate, Migrated};
 
-/// Fixed client-side limits (not yet in the configuration file).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug)]
 pub struct RunError(String);
@@ -228,9 +224,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         acceptor: Arc::new(acceptor),
         snapshot,
         limits: Limits {
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            idle_timeout: CLIENT_IDLE_TIMEOUT,
+            handshake_timeout: config.listener.handshake_timeout,
+            header_timeout: config.listener.header_timeout,
+            idle_timeout: config.listener.idle_timeout,
+            body_timeout: config.listener.body_timeout,
+            body_min_rate: config.listener.body_min_rate,
+            max_request_body: config.listener.max_request_body_bytes,
             request_timeout: config.upstream.request_timeout,
+            max_connections: config.server.max_connections,
+            max_connections_per_backend: config.upstream.max_connections_per_backend,
         },
         max_idle_per_key: config.upstream.max_idle_per_key,
         upstream_idle_timeout: config.upstream.idle_timeout,

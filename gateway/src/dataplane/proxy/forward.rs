@@ -53,7 +53,7 @@ pub(super) async fn send(
             .map_err(send_failed)?;
     }
     if body_pending {
-        let timeout = ctx.limits.header_read_timeout;
+        let timeout = ctx.limits.body_timeout;
         let framing = req.checked.framing;
         forward_body(
             &mut client.buf,

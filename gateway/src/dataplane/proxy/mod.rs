@@ -127,7 +127,7 @@ async fn accept_tls(ctx: &WorkerContext, tcp: TcpStream, peer: SocketAddr) -> Op
     };
     let started = Instant::now();
     let handshake = TlsStream::accept(tcp, ssl);
-    let tls = match monoio::time::timeout(ctx.limits.header_read_timeout, handshake).await {
+    let tls = match monoio::time::timeout(ctx.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake failed");

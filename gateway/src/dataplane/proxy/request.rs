@@ -39,7 +39,7 @@ pub(super) async fn read_head(
             ctx.limits.idle_timeout
         } else {
             let d =
-                *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_read_timeout);
+                *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_timeout);
             d.saturating_duration_since(Instant::now())
         };
         let fd = client.tls.raw_fd();
