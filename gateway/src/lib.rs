@@ -7,6 +7,8 @@ pub mod admin;
 pub mod buffer;
 pub mod config;
 pub mod dataplane;
+pub mod files;
+pub mod diagnostics;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: redacted, zeroized secrets; byte buffers and I/O traits.
-    &["secret", "buffer"],
-    // Configuration (holds secrets); metric names and handles.
-    &["config", "metrics"],
+    // Leaves: redacted, zeroized secrets; byte buffers and I/O traits; private files in
+    // the data directory.
+    &["secret", "buffer", "files"],
+    // Configuration (holds secrets); metric names and handles; recent request errors.
+    &["config", "metrics", "diagnostics"],
     // The resources and their rules.
     &["model"],
     // Durable records of the resources; TLS contexts and streams.

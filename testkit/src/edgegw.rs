@@ -29,6 +29,9 @@ pub struct EdgegwConfig {
     pub ticket_key_rotation: Option<String>,
     /// The `[store]` section; the default writes none (the embedded store).
     pub store: StoreSettings,
+    /// More keys: `(section, key, TOML value)`, e.g. `("listener", "body_timeout",
+    /// "\"1s\"")`, written into that section (of server, listener, admin, upstream).
+    pub extra: Vec<(String, String, String)>,
 }
 
 /// The `[store]` section: every setting the gateway's default unless set (nothing set:
@@ -80,12 +83,26 @@ impl EdgegwConfig {
             stall_threshold: None,
             ticket_key_rotation: None,
             store: StoreSettings::default(),
+            extra: Vec::new(),
         }
     }
 
     /// The TOML text.
     pub fn render(&self) -> String {
         let quoted = |s: &str| format!("{s:?}");
+        let extra = |section: &str| -> String {
+            self.extra
+                .iter()
+                .filter(|(s, _, _)| s == section)
+                .map(|(_, k, v)| format!("{k} = {v}\n"))
+                .collect()
+        };
+        let (server_extra, listener_extra, admin_extra, upstream_extra) = (
+            extra("server"),
+            extra("listener"),
+            extra("admin"),
+            extra("upstream"),
+        );
         let mut out = String::new();
         let mut line = |key: &str, value: String| {
             out.push_str(key);
@@ -99,6 +116,13 @@ impl EdgegwConfig {
         }
         line("data_dir", quoted(&self.data_dir.display().to_string()));
         line("shutdown_grace", quoted(&self.shutdown_grace));
+        out.push_str(&server_extra);
+        let mut line = |key: &str, value: String| {
+            out.push_str(key);
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        };
         line("\n[listener]\naddress", quoted(&self.listen));
         if let Some((cert, key)) = &self.listener_cert {
             line("certificate", quoted(&cert.display().to_string()));
@@ -111,13 +135,33 @@ impl EdgegwConfig {
         if let Some(rotation) = &self.ticket_key_rotation {
             line("ticket_key_rotation", quoted(rotation));
         }
-        line("\n[admin]\naddress", quoted(&self.admin));
-        line("token", quoted(&self.admin_token));
+        out.push_str(&listener_extra);
+        out.push_str("\n[admin]\naddress = ");
+        out.push_str(&quoted(&self.admin));
+        out.push_str("\ntoken = ");
+        out.push_str(&quoted(&self.admin_token));
+        out.push('\n');
+        out.push_str(&admin_extra);
+        let mut line = |key: &str, value: String| {
+            out.push_str(key);
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        };
         line("\n[metrics]\naddress", quoted(&self.metrics));
         if let Some((connect, request)) = &self.upstream_timeouts {
             line("\n[upstream]\nconnect_timeout", quoted(connect));
             line("request_timeout", quoted(request));
+        } else if !upstream_extra.is_empty() {
+            out.push_str("\n[upstream]\n");
         }
+        out.push_str(&upstream_extra);
+        let mut line = |key: &str, value: String| {
+            out.push_str(key);
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        };
         // An optional section: the keys that are set, the header before the first of them.
         let mut section = |name: &str, entries: Vec<(&str, Option<String>)>| {
             let mut header = Some(name);

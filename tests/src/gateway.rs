@@ -28,6 +28,8 @@ pub struct GatewayOpts {
     pub store: testkit::StoreSettings,
     /// `listener.ticket_key_rotation`.
     pub ticket_key_rotation: Option<String>,
+    /// More config keys: `(section, key, TOML value)` (see `testkit::EdgegwConfig::extra`).
+    pub extra: Vec<(String, String, String)>,
 }
 
 impl Default for GatewayOpts {
@@ -42,7 +44,17 @@ impl Default for GatewayOpts {
             listener_cert: None,
             store: testkit::StoreSettings::default(),
             ticket_key_rotation: None,
+            extra: Vec::new(),
         }
+    }
+}
+
+impl GatewayOpts {
+    /// Adds `section.key = value` (a TOML value: `"\"1s\""`, `"3"`).
+    pub fn set(mut self, section: &str, key: &str, value: &str) -> Self {
+        self.extra
+            .push((section.to_owned(), key.to_owned(), value.to_owned()));
+        self
     }
 }
 
@@ -141,6 +153,7 @@ impl Gateway {
         cfg.listener_cert = o.listener_cert.clone();
         cfg.ticket_key_rotation = o.ticket_key_rotation.clone();
         cfg.store = o.store.clone();
+        cfg.extra = o.extra.clone();
         cfg.upstream_timeouts =
             Some((o.connect_timeout.to_string(), o.request_timeout.to_string()));
         cfg.write(&self.config_path()).expect("write config");

@@ -150,6 +150,25 @@ pub struct AdminConfig {
     pub allow_plaintext: bool,
 }
 
+impl AdminConfig {
+    /// Why the admin API may not listen where it is configured to, or `None` when it may:
+    /// it has no TLS, so on an address that is not loopback (`0.0.0.0`, `[::]` and every
+    /// routable address included) the bearer token and every uploaded PKCS#12 password
+    /// would cross the network in the clear, unless `admin.allow_plaintext = true` says
+    /// that is intended (a trusted network, or a TLS-terminating proxy in front).
+    /// `edgegw check` reports it under `admin.address`, and `edgegw run` refuses to start.
+    pub fn plaintext_refusal(&self) -> Option<String> {
+        let ip = self.address.ip().to_canonical();
+        if ip.is_loopback() || self.allow_plaintext {
+            return None;
+        }
+        Some(format!(
+            "{} is not a loopback address and the admin API has no TLS: the bearer token would cross the network in the clear; set admin.allow_plaintext = true to serve it there anyway (a trusted network, or a TLS proxy in front)",
+            self.address
+        ))
+    }
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {

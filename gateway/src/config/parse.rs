@@ -361,6 +361,9 @@ impl Parser {
                 boolean,
             ),
         };
+        if let Some(message) = admin.plaintext_refusal() {
+            self.error(s.key("address"), message);
+        }
 
         // [metrics]
         let s = section("metrics");

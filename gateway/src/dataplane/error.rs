@@ -1,7 +1,12 @@
 //! The data plane's one error type: what failed ([`ErrorKind`]), on which side
 //! ([`Side`]), whether the request may be retried, and the one table ([`ErrorKind::mapping`])
-//! from a kind to the HTTP status, the contract's error code, the metric label and the log
-//! field. Every error answered to a client is built here, so a code is spelled once.
+//! from a kind to the HTTP status, the contract's error code, the metric label, the log
+//! field and the sentence the client reads. Every error answered to a client is built here,
+//! so a code is spelled once.
+//!
+//! A client gets the code, a generic sentence and the request id, never an address, a host
+//! name or an errno: those are in the error's `detail`, which goes to the log and to the
+//! operators' lookup by request id (`GET /requests/{id}` on the admin API).
 
 use crate::tls::client::TlsFailure;
 
@@ -35,6 +40,16 @@ pub enum ErrorKind {
     TooManyHeaders,
     /// The request is not valid HTTP/1.1 (head, framing or target).
     MalformedRequest,
+    /// The request target is not a path edgegw forwards (see `dataplane::path`).
+    InvalidPath,
+    /// The path, once its dot segments are resolved, leaves the API it named.
+    PathOutsideApi,
+    /// The request uses a transfer coding other than `chunked`.
+    UnsupportedTransferCoding,
+    /// The request body is larger than `listener.max_request_body_bytes`.
+    BodyTooLarge,
+    /// The request body did not keep up `listener.body_timeout` / `body_min_rate`.
+    RequestBodyTimeout,
     /// The request head did not arrive within the header timeout.
     RequestHeadTimeout,
     /// The request body failed or ended early.
@@ -50,6 +65,9 @@ pub enum ErrorKind {
     BackendUnreachable,
     /// The backend did not accept a connection in time.
     ConnectTimeout,
+    /// `upstream.max_connections_per_backend` requests were in flight for the whole
+    /// `connect_timeout`.
+    BackendBusy,
     /// The TLS connection to the backend failed, for this reason.
     BackendTls(TlsFailure),
     /// Writing the request head to the backend failed: it has no complete request.
@@ -72,6 +90,8 @@ pub struct Mapping {
     pub status: u16,
     /// The contract's `error.code`.
     pub code: &'static str,
+    /// The `error.message` the client reads: generic, the same for every request.
+    pub message: &'static str,
     /// The `kind` label of `edgegw_proxy_errors_total` and the `error` field of the logs.
     pub label: &'static str,
     pub side: Side,
@@ -92,63 +112,173 @@ impl ErrorKind {
     pub fn mapping(self) -> Mapping {
         use ErrorKind::*;
         use Side::*;
-        let (status, code, label, side) = match self {
+        let (status, code, label, side, message) = match self {
             HeadTooLarge => (
                 431,
                 "RequestHeaderFieldsTooLarge",
                 "head_too_large",
                 Downstream,
+                "The request head is too large.",
             ),
             TooManyHeaders => (
                 431,
                 "RequestHeaderFieldsTooLarge",
                 "too_many_headers",
                 Downstream,
+                "The request has too many header fields.",
             ),
-            MalformedRequest => (400, "BadRequest", "malformed_request", Downstream),
-            RequestHeadTimeout => (408, "RequestTimeout", "request_head_timeout", Downstream),
-            RequestBodyFailed => (400, "BadRequest", "request_body_failed", Downstream),
-            NoRoute => (404, "NotFound", "no_route", Downstream),
-            NotConfigured => (503, "StoreUnavailable", "not_configured", Internal),
+            MalformedRequest => (
+                400,
+                "BadRequest",
+                "malformed_request",
+                Downstream,
+                "The request is not valid HTTP/1.1.",
+            ),
+            InvalidPath => (
+                400,
+                "BadRequest",
+                "invalid_path",
+                Downstream,
+                "The request target is not a valid path.",
+            ),
+            PathOutsideApi => (
+                400,
+                "BadRequest",
+                "path_outside_api",
+                Downstream,
+                "The request path leaves the API it names.",
+            ),
+            UnsupportedTransferCoding => (
+                501,
+                "NotImplemented",
+                "unsupported_transfer_coding",
+                Downstream,
+                "Only the chunked transfer coding is supported.",
+            ),
+            BodyTooLarge => (
+                413,
+                "PayloadTooLarge",
+                "body_too_large",
+                Downstream,
+                "The request body is too large.",
+            ),
+            RequestHeadTimeout => (
+                408,
+                "RequestTimeout",
+                "request_head_timeout",
+                Downstream,
+                "The request head did not arrive in time.",
+            ),
+            RequestBodyTimeout => (
+                408,
+                "RequestTimeout",
+                "request_body_timeout",
+                Downstream,
+                "The request body did not arrive in time.",
+            ),
+            RequestBodyFailed => (
+                400,
+                "BadRequest",
+                "request_body_failed",
+                Downstream,
+                "The request body is incomplete or invalid.",
+            ),
+            NoRoute => (
+                404,
+                "NotFound",
+                "no_route",
+                Downstream,
+                "No API matches the request path.",
+            ),
+            NotConfigured => (
+                503,
+                "StoreUnavailable",
+                "not_configured",
+                Internal,
+                "This gateway has no configuration yet. Retry later.",
+            ),
             BackendUnusable => (
                 502,
                 "BackendConnectionFailure",
                 "backend_unusable",
                 Internal,
+                "The backend cannot be reached.",
             ),
             BackendUnreachable => (
                 502,
                 "BackendConnectionFailure",
                 "backend_unreachable",
                 Upstream,
+                "The backend cannot be reached.",
             ),
-            ConnectTimeout => (504, "BackendTimeout", "connect_timeout", Upstream),
-            BackendTls(_) => (500, "BackendTlsError", "backend_tls", Upstream),
+            ConnectTimeout => (
+                504,
+                "BackendTimeout",
+                "connect_timeout",
+                Upstream,
+                "The backend did not accept a connection in time.",
+            ),
+            BackendBusy => (
+                504,
+                "BackendTimeout",
+                "backend_busy",
+                Upstream,
+                "The backend has too many requests in flight.",
+            ),
+            BackendTls(_) => (
+                500,
+                "BackendTlsError",
+                "backend_tls",
+                Upstream,
+                "The TLS connection to the backend failed.",
+            ),
             HeadSendFailed => (
                 502,
                 "BackendConnectionFailure",
                 "head_send_failed",
                 Upstream,
+                "Sending the request to the backend failed.",
             ),
             BodySendFailed => (
                 502,
                 "BackendConnectionFailure",
                 "body_send_failed",
                 Upstream,
+                "Sending the request body to the backend failed.",
             ),
             ClosedWithoutAnswer => (
                 502,
                 "BackendConnectionFailure",
                 "closed_without_answer",
                 Upstream,
+                "The backend closed the connection without answering.",
             ),
-            ReadFailed => (502, "BackendConnectionFailure", "read_failed", Upstream),
-            ResponseTimeout => (504, "BackendTimeout", "response_timeout", Upstream),
-            InvalidResponse => (502, "BackendProtocolError", "invalid_response", Upstream),
+            ReadFailed => (
+                502,
+                "BackendConnectionFailure",
+                "read_failed",
+                Upstream,
+                "Reading the backend's answer failed.",
+            ),
+            ResponseTimeout => (
+                504,
+                "BackendTimeout",
+                "response_timeout",
+                Upstream,
+                "The backend did not answer in time.",
+            ),
+            InvalidResponse => (
+                502,
+                "BackendProtocolError",
+                "invalid_response",
+                Upstream,
+                "The backend sent an invalid response.",
+            ),
         };
         Mapping {
             status,
             code,
+            message,
             label,
             side,
         }
@@ -179,17 +309,18 @@ impl ErrorKind {
 #[derive(Debug)]
 pub struct ProxyError {
     pub kind: ErrorKind,
-    /// One sentence for a person (no secret: names ids, addresses and reasons only).
-    pub message: String,
+    /// What exactly failed, for operators (log and lookup by request id, never the
+    /// client): may name backends, addresses and OS errors; never a secret.
+    pub detail: String,
     /// The request body was not read to its end: the connection cannot carry another request.
     pub close: bool,
 }
 
 impl ProxyError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            detail: detail.into(),
             close: false,
         }
     }
@@ -205,15 +336,22 @@ impl ProxyError {
         self.kind.mapping().status
     }
 
-    /// The contract's JSON error body.
-    pub fn body(&self) -> Vec<u8> {
+    /// The contract's JSON error body, with the request id (an addition of 0.3.0) that
+    /// finds the detail in the log and on the admin API.
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
         let details: Vec<serde_json::Value> = self
             .kind
             .reason()
             .map(|r| vec![serde_json::json!({ "reason": r.as_str() })])
             .unwrap_or_default();
+        let mapping = self.kind.mapping();
         let body = serde_json::json!({
-            "error": { "code": self.kind.mapping().code, "message": self.message, "details": details }
+            "error": {
+                "code": mapping.code,
+                "message": mapping.message,
+                "details": details,
+                "requestId": request_id,
+            }
         });
         body.to_string().into_bytes()
     }
@@ -226,14 +364,20 @@ mod tests {
 
     #[test]
     fn error_body_has_the_contract_shape() {
-        let e = ProxyError::new(ErrorKind::BackendTls(TlsFailure::UntrustedChain), "x");
+        let e = ProxyError::new(
+            ErrorKind::BackendTls(TlsFailure::UntrustedChain),
+            "backend be1 at 10.0.0.7:443: certificate verify failed (os error 0)",
+        );
         assert_eq!(e.status(), 500);
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body("r-1")).unwrap();
         assert_eq!(v["error"]["code"], "BackendTlsError");
-        assert_eq!(v["error"]["message"], "x");
+        assert_eq!(v["error"]["requestId"], "r-1");
         assert_eq!(v["error"]["details"][0]["reason"], "UntrustedChain");
+        // The detail never reaches the client.
+        let text = String::from_utf8(e.body("r-1")).unwrap();
+        assert!(!text.contains("10.0.0.7") && !text.contains("be1") && !text.contains("os error"));
         let e = ProxyError::new(ErrorKind::NoRoute, "y");
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&e.body("r-2")).unwrap();
         assert_eq!(v["error"]["code"], "NotFound");
         assert_eq!(v["error"]["details"], serde_json::json!([]));
     }
@@ -265,13 +409,19 @@ mod tests {
             HeadTooLarge,
             TooManyHeaders,
             MalformedRequest,
+            InvalidPath,
+            PathOutsideApi,
+            UnsupportedTransferCoding,
+            BodyTooLarge,
             RequestHeadTimeout,
+            RequestBodyTimeout,
             RequestBodyFailed,
             NoRoute,
             NotConfigured,
             BackendUnusable,
             BackendUnreachable,
             ConnectTimeout,
+            BackendBusy,
             BackendTls(TlsFailure::Expired),
             HeadSendFailed,
             BodySendFailed,

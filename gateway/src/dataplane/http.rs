@@ -187,48 +187,88 @@ pub enum Framing {
     UntilClose,
 }
 
+/// Why a message's framing was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Ambiguous or invalid (RFC 9112 §6.3): 400 for a request, 502 for a response.
+    Invalid(&'static str),
+    /// A transfer coding other than `chunked` (`gzip, chunked`): edgegw streams bodies as
+    /// they are and would have to drop the coding, so it refuses it (501 for a request).
+    UnsupportedCoding,
+}
+
+impl FramingError {
+    pub fn why(self) -> &'static str {
+        match self {
+            FramingError::Invalid(why) => why,
+            FramingError::UnsupportedCoding => "a transfer coding other than chunked",
+        }
+    }
+}
+
 /// The framing a set of headers declares; `Err` when it is ambiguous or invalid
-/// (request smuggling defences: conflicting lengths, unknown transfer codings).
+/// (request smuggling defences, RFC 9112 §6.3: `Transfer-Encoding` with `Content-Length`,
+/// differing lengths, a length that is not plain digits, codings that do not end in one
+/// `chunked`).
 pub fn declared_framing<'a>(
     headers: impl IntoIterator<Item = HeaderRef<'a>>,
-) -> Result<Option<Framing>, &'static str> {
-    let mut chunked = false;
-    let mut has_te = false;
+) -> Result<Option<Framing>, FramingError> {
+    use FramingError::Invalid;
+    // Every coding of every Transfer-Encoding line, in order (lines combine as one list).
+    let mut codings = 0usize;
+    let mut chunked_at: Option<usize> = None;
+    let mut other_coding = false;
     let mut length: Option<u64> = None;
     for h in headers {
         if h.is("transfer-encoding") {
-            has_te = true;
-            let last = h.value_str().rsplit(',').next().unwrap_or("").trim();
-            chunked = last.eq_ignore_ascii_case("chunked");
-            if !chunked {
-                return Err("unsupported Transfer-Encoding");
+            for coding in h.value_str().split(',').map(str::trim) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if coding.eq_ignore_ascii_case("chunked") {
+                    if chunked_at.is_some() {
+                        return Err(Invalid("chunked applied twice"));
+                    }
+                    chunked_at = Some(codings);
+                } else {
+                    other_coding = true;
+                }
+                codings += 1;
+            }
+            if codings == 0 {
+                return Err(Invalid("empty Transfer-Encoding"));
             }
         } else if h.is("content-length") {
-            let v: u64 = h
-                .value_str()
-                .trim()
-                .parse()
-                .map_err(|_| "invalid Content-Length")?;
+            let text = h.value_str().trim_matches([' ', '\t']);
+            if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Invalid("invalid Content-Length"));
+            }
+            let v: u64 = text.parse().map_err(|_| Invalid("invalid Content-Length"))?;
             if length.is_some_and(|l| l != v) {
-                return Err("conflicting Content-Length headers");
+                return Err(Invalid("conflicting Content-Length headers"));
             }
             length = Some(v);
         }
     }
-    if has_te && length.is_some() {
-        return Err("both Transfer-Encoding and Content-Length");
+    if codings > 0 && length.is_some() {
+        return Err(Invalid("both Transfer-Encoding and Content-Length"));
     }
-    Ok(if chunked {
-        Some(Framing::Chunked)
-    } else {
-        length.map(|l| {
-            if l == 0 {
-                Framing::Empty
-            } else {
-                Framing::Length(l)
-            }
-        })
-    })
+    if codings > 0 {
+        if chunked_at != Some(codings - 1) {
+            return Err(Invalid("Transfer-Encoding does not end in chunked"));
+        }
+        if other_coding {
+            return Err(FramingError::UnsupportedCoding);
+        }
+        return Ok(Some(Framing::Chunked));
+    }
+    Ok(length.map(|l| {
+        if l == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(l)
+        }
+    }))
 }
 
 /// Headers that describe one connection, not the message, and are never forwarded.
@@ -290,13 +330,23 @@ pub struct ChunkedScanner {
     size: u64,
     size_digits: u8,
     data_len: u64,
+    /// Bytes of the current chunk extension, and of all trailer lines: both bounded, so a
+    /// peer cannot stream an endless size line or trailer through us.
+    extension_len: usize,
+    trailer_len: usize,
 }
+
+/// Longest chunk extension accepted, and the most trailer bytes (the head limit).
+const MAX_CHUNK_EXTENSION: usize = 4096;
+const MAX_TRAILER_BYTES: usize = MAX_HEAD_BYTES;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
-    /// After the size: extensions up to CR.
+    /// Whitespace after the size: only more whitespace, `;` or CR may follow.
+    SizeWs,
+    /// After `;`: extensions up to CR.
     Extension,
     SizeLf,
     Data,
@@ -324,6 +374,14 @@ impl ChunkedScanner {
         self.data_len
     }
 
+    /// At least one chunk-size line has been read whole (and was valid).
+    pub fn past_first_size_line(&self) -> bool {
+        !matches!(
+            self.state,
+            ChunkState::Size | ChunkState::SizeWs | ChunkState::Extension | ChunkState::SizeLf
+        ) || self.data_len > 0
+    }
+
     /// Scans `data`; returns how many bytes belong to the body (all of `data` unless the
     /// body ends inside it).
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
@@ -340,13 +398,25 @@ impl ChunkedScanner {
                         }
                         self.size = self.size * 16 + digit;
                     }
-                    b';' | b' ' | b'\t' if self.size_digits > 0 => {
-                        self.state = ChunkState::Extension
-                    }
+                    b';' if self.size_digits > 0 => self.state = ChunkState::Extension,
+                    b' ' | b'\t' if self.size_digits > 0 => self.state = ChunkState::SizeWs,
                     b'\r' if self.size_digits > 0 => self.state = ChunkState::SizeLf,
                     _ => return Err(ChunkError("invalid chunk size")),
                 },
+                ChunkState::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(ChunkError("invalid chunk size")),
+                },
                 ChunkState::Extension => {
+                    if (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f {
+                        return Err(ChunkError("control character in chunk extension"));
+                    }
+                    self.extension_len += 1;
+                    if self.extension_len > MAX_CHUNK_EXTENSION {
+                        return Err(ChunkError("chunk extension too long"));
+                    }
                     if b == b'\r' {
                         self.state = ChunkState::SizeLf;
                     } else if b == b'\n' {
@@ -358,6 +428,7 @@ impl ChunkedScanner {
                         return Err(ChunkError("expected LF after chunk size"));
                     }
                     self.size_digits = 0;
+                    self.extension_len = 0;
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
                     } else {
@@ -394,6 +465,10 @@ impl ChunkedScanner {
                     };
                 }
                 ChunkState::Trailer => {
+                    self.trailer_len += 1;
+                    if self.trailer_len > MAX_TRAILER_BYTES {
+                        return Err(ChunkError("chunked trailer too large"));
+                    }
                     if b == b'\r' {
                         self.state = ChunkState::TrailerLf;
                     }
@@ -456,6 +531,14 @@ mod tests {
         assert!(scan_all(b"5\r\nhelloXX", 10).is_err());
         assert!(scan_all(b"ffffffffffffffff\r\n", 18).is_err());
         assert!(scan_all(b"\r\n", 2).is_err());
+        assert!(scan_all(b"5 x\r\nhello\r\n0\r\n\r\n", 3).is_err());
+        assert!(scan_all(b"5;a\x00b\r\nhello\r\n0\r\n\r\n", 3).is_err());
+        assert!(scan_all(b"5\nhello\r\n0\r\n\r\n", 3).is_err());
+        assert!(scan_all(b"-5\r\n", 3).is_err());
+        assert!(scan_all(b"0x5\r\n", 3).is_err());
+        let long_ext = format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000));
+        assert!(scan_all(long_ext.as_bytes(), 100).is_err());
+        assert_eq!(scan_all(b"5 \t;e=1\r\nhello\r\n0\r\n\r\n", 3), Ok(Some(21)));
     }
 
     #[test]
@@ -500,8 +583,37 @@ mod tests {
             Ok(Some(Framing::Length(10)))
         );
         assert_eq!(
-            declared_framing([h("Transfer-Encoding", "gzip, chunked")]),
+            declared_framing([h("Transfer-Encoding", "chunked")]),
             Ok(Some(Framing::Chunked))
+        );
+        assert_eq!(
+            declared_framing([h("Transfer-Encoding", "gzip, chunked")]),
+            Err(FramingError::UnsupportedCoding)
+        );
+        assert_eq!(
+            declared_framing([h("Transfer-Encoding", "gzip"), h("Transfer-Encoding", "chunked")]),
+            Err(FramingError::UnsupportedCoding)
+        );
+        for bad in [
+            vec![h("Transfer-Encoding", "chunked, gzip")],
+            vec![h("Transfer-Encoding", "chunked, chunked")],
+            vec![h("Transfer-Encoding", "chunked"), h("Transfer-Encoding", "chunked")],
+            vec![h("Transfer-Encoding", "")],
+            vec![h("Transfer-Encoding", "xchunked")],
+            vec![h("Content-Length", "+5")],
+            vec![h("Content-Length", "5, 5")],
+            vec![h("Content-Length", "0x5")],
+            vec![h("Content-Length", "")],
+            vec![h("Content-Length", "99999999999999999999")],
+        ] {
+            assert!(
+                matches!(declared_framing(bad.clone()), Err(FramingError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            declared_framing([h("Content-Length", " 7 "), h("Content-Length", "7")]),
+            Ok(Some(Framing::Length(7)))
         );
         assert_eq!(declared_framing([]), Ok(None));
         assert!(declared_framing([h("Content-Length", "1"), h("Content-Length", "2")]).is_err());

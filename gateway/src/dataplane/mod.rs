@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod error;
 pub mod http;
+pub mod path;
 pub mod proxy;
 
 use std::cell::{Cell, RefCell};
@@ -19,6 +20,9 @@ use arc_swap::ArcSwap;
 use boring::ssl::SslAcceptor;
 use tokio::sync::watch;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::diagnostics::RecentErrors;
 use crate::metrics::WorkerMetrics;
 use crate::snapshot::Snapshot;
 use crate::steering::{AcceptingGuard, Pulse, HEARTBEAT};
@@ -132,6 +136,8 @@ pub struct WorkerShared {
     pub pin_workers: bool,
     /// Upstream TLS sessions, shared by every worker.
     pub upstream_sessions: Arc<crate::upstream::SharedSessions>,
+    /// Details of failed requests, for the admin API's lookup by request id.
+    pub recent_errors: RecentErrors,
 }
 
 /// One worker's state; lives on its thread only.
@@ -153,9 +159,27 @@ pub struct WorkerContext {
     last_accept: Cell<Option<Instant>>,
     pub access_log: Option<access_log::AccessLogger>,
     requests: Cell<u64>,
+    pub recent_errors: RecentErrors,
+    /// Per backend: its `upstream.max_connections_per_backend` slots on this worker.
+    backend_slots: RefCell<rustc_hash::FxHashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
 impl WorkerContext {
+    /// The in-flight slots of `backend` on this worker (`None`: no limit configured).
+    pub fn backend_slots(&self, backend: &Arc<str>) -> Option<Arc<Semaphore>> {
+        let limit = self.limits.max_connections_per_backend;
+        if limit == 0 {
+            return None;
+        }
+        let mut slots = self.backend_slots.borrow_mut();
+        Some(
+            slots
+                .entry(backend.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone(),
+        )
+    }
+
     /// A request id unique to this process: process nonce, worker, sequence number.
     pub fn next_request_id(&self) -> String {
         let n = self.requests.get() + 1;
@@ -215,7 +239,12 @@ async fn worker_loop(
         last_accept: Cell::new(None),
         access_log: access_log::AccessLogger::open(&shared.access_log)?,
         requests: Cell::new(0),
+        recent_errors: shared.recent_errors.clone(),
+        backend_slots: RefCell::default(),
     });
+    // `server.max_connections`: a connection holds one of these from accept to close; with
+    // none free the worker stops accepting, and new connections wait in the accept queue.
+    let connection_slots = Arc::new(Semaphore::new(ctx.limits.max_connections));
     if ctx.access_log.is_some() {
         monoio::spawn(flush_access_log(ctx.clone()));
     }
@@ -223,9 +252,22 @@ async fn worker_loop(
     monoio::spawn(heartbeat(ctx.clone()));
     tracing::debug!(worker = id, "worker accepting");
     loop {
+        let slot = match connection_slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                ctx.metrics.limit_reached("connections");
+                monoio::select! {
+                    slot = connection_slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
         monoio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn_connection(&ctx, stream, peer),
+                Ok((stream, peer)) => spawn_connection(&ctx, stream, peer, slot),
                 Err(_) if ctx.pulse.stop_accepting_requested() => break,
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -242,7 +284,12 @@ async fn worker_loop(
     Ok(())
 }
 
-fn spawn_connection(ctx: &Rc<WorkerContext>, stream: monoio::net::TcpStream, peer: SocketAddr) {
+fn spawn_connection(
+    ctx: &Rc<WorkerContext>,
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
     ctx.metrics.connection_accepted();
     ctx.active.set(ctx.active.get() + 1);
     ctx.pulse.set_active(ctx.active.get());
@@ -253,6 +300,7 @@ fn spawn_connection(ctx: &Rc<WorkerContext>, stream: monoio::net::TcpStream, pee
         ctx.active.set(ctx.active.get() - 1);
         ctx.pulse.set_active(ctx.active.get());
         ctx.metrics.connection_closed();
+        drop(slot);
     });
 }
 

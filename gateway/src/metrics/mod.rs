@@ -42,6 +42,8 @@ pub const DOWNSTREAM_HANDSHAKE_DURATION_SECONDS: &str =
 pub const UPSTREAM_HANDSHAKE_DURATION_SECONDS: &str = "edgegw_upstream_handshake_duration_seconds";
 pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
 pub const PROXY_ERRORS_TOTAL: &str = "edgegw_proxy_errors_total";
+pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "edgegw_downstream_timeouts_total";
+pub const LIMITS_REACHED_TOTAL: &str = "edgegw_limits_reached_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
 pub const STEERING_STEERED_TOTAL: &str = "edgegw_steering_steered_total";
 pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
@@ -156,6 +158,14 @@ fn describe() {
     describe_counter!(
         ADMIN_CHANGES_TOTAL,
         "Admin API changes, by resource kind and operation."
+    );
+    describe_counter!(
+        DOWNSTREAM_TIMEOUTS_TOTAL,
+        "Client connections cut by a timeout, by phase (handshake, header, body)."
+    );
+    describe_counter!(
+        LIMITS_REACHED_TOTAL,
+        "Times a limit held something back, by limit (connections: a worker stopped accepting; backend_connections: a request waited for a free upstream slot; request_body: a body over the size limit)."
     );
 }
 
@@ -311,6 +321,8 @@ pub struct WorkerMetrics {
     resumption_misses: Handles<(Arc<str>, &'static str), Counter>,
     evictions: Handles<&'static str, Counter>,
     proxy_errors: Handles<&'static str, Counter>,
+    timeouts: Handles<&'static str, Counter>,
+    limits: Handles<&'static str, Counter>,
 }
 
 fn bool_label(b: bool) -> &'static str {
@@ -342,6 +354,8 @@ impl WorkerMetrics {
             resumption_misses: RefCell::default(),
             evictions: RefCell::default(),
             proxy_errors: RefCell::default(),
+            timeouts: RefCell::default(),
+            limits: RefCell::default(),
         }
     }
 
@@ -436,6 +450,24 @@ impl WorkerMetrics {
             &self.proxy_errors,
             error.kind,
             || metrics::counter!(PROXY_ERRORS_TOTAL, "kind" => error.kind, "side" => error.side),
+        );
+    }
+
+    /// A client connection cut by a timeout in `phase` (`handshake`, `header`, `body`).
+    pub fn downstream_timeout(&self, phase: &'static str) {
+        count(
+            &self.timeouts,
+            phase,
+            || metrics::counter!(DOWNSTREAM_TIMEOUTS_TOTAL, "phase" => phase),
+        );
+    }
+
+    /// A limit held something back (`connections`, `backend_connections`, `request_body`).
+    pub fn limit_reached(&self, limit: &'static str) {
+        count(
+            &self.limits,
+            limit,
+            || metrics::counter!(LIMITS_REACHED_TOTAL, "limit" => limit),
         );
     }
 

@@ -53,7 +53,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The API whose path is `path` or a prefix of it at a '/' boundary, longest first, and
     /// the rest of the path after the API's path.
-    pub fn route<'a>(&'a self, path: &'a str) -> Option<(&'a Route, &'a str)> {
+    pub fn route<'s, 'p>(&'s self, path: &'p str) -> Option<(&'s Route, &'p str)> {
         self.routes.iter().find_map(|route| {
             if route.path == "/" {
                 return Some((route, path));

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::body::{forward_body, BodyError};
+use super::body::{forward_body, BodyError, BodyLimits};
 use super::{Downstream, Request};
 use crate::dataplane::error::{ErrorKind, ProxyError};
 use crate::dataplane::http::Framing;
@@ -12,10 +12,41 @@ use crate::snapshot::Target;
 use crate::tls::client::TlsFailure;
 use crate::upstream::{self, ConnectError, UpstreamConn};
 
-/// A request the backend has whole: the connection it went on, and when its head left.
+/// A request the backend has whole: the connection it went on, when its head left, and
+/// its slot among the backend's requests in flight (freed when the answer is relayed).
 pub(super) struct Sent {
     pub(super) conn: UpstreamConn,
     pub(super) at: Instant,
+    pub(super) _slot: Option<BackendSlot>,
+}
+
+/// One of `upstream.max_connections_per_backend` requests in flight to a backend.
+pub(super) type BackendSlot = tokio::sync::OwnedSemaphorePermit;
+
+/// Waits for a free slot of the target's backend, up to `upstream.connect_timeout`
+/// (`None` when there is no limit).
+async fn backend_slot(
+    ctx: &WorkerContext,
+    target: &Target,
+) -> Result<Option<BackendSlot>, ProxyError> {
+    let Some(slots) = ctx.backend_slots(&target.backend_id) else {
+        return Ok(None);
+    };
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Ok(Some(slot));
+    }
+    ctx.metrics.limit_reached("backend_connections");
+    let wait = ctx.upstreams.borrow().connect_timeout();
+    match monoio::time::timeout(wait, slots.acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(Some(slot)),
+        _ => Err(ProxyError::new(
+            ErrorKind::BackendBusy,
+            format!(
+                "Backend {} had upstream.max_connections_per_backend ({}) requests in flight on worker {} for {wait:?}.",
+                target.backend_id, ctx.limits.max_connections_per_backend, ctx.id
+            ),
+        )),
+    }
 }
 
 /// Sends the request (`upstream_head`, then the body from the client) to the target's
@@ -35,6 +66,7 @@ pub(super) async fn send(
         let why = format!("Sending to backend {} failed: {e}", target.backend_id);
         ProxyError::new(ErrorKind::HeadSendFailed, why).closing()
     };
+    let slot = backend_slot(ctx, target).await.map_err(unless_body_read)?;
     let mut conn = connection(ctx, target, false)
         .await
         .map_err(unless_body_read)?;
@@ -53,14 +85,18 @@ pub(super) async fn send(
             .map_err(send_failed)?;
     }
     if body_pending {
-        let timeout = ctx.limits.body_timeout;
+        let limits = BodyLimits {
+            read_timeout: ctx.limits.body_timeout,
+            min_rate: ctx.limits.body_min_rate,
+            max_len: ctx.limits.max_request_body,
+        };
         let framing = req.checked.framing;
         forward_body(
             &mut client.buf,
             &mut client.tls,
             &mut conn.io,
             framing,
-            timeout,
+            limits,
         )
         .await
         .map_err(|e| match e {
@@ -68,6 +104,26 @@ pub(super) async fn send(
                 ErrorKind::RequestBodyFailed,
                 format!("Reading the request body failed: {why}"),
             ),
+            BodyError::Timeout => {
+                ctx.metrics.downstream_timeout("body");
+                ProxyError::new(
+                    ErrorKind::RequestBodyTimeout,
+                    format!(
+                        "The request body stalled or fell under listener.body_min_rate ({} B/s).",
+                        limits.min_rate
+                    ),
+                )
+            }
+            BodyError::TooLarge => {
+                ctx.metrics.limit_reached("request_body");
+                ProxyError::new(
+                    ErrorKind::BodyTooLarge,
+                    format!(
+                        "The chunked request body passed listener.max_request_body_bytes ({}).",
+                        limits.max_len
+                    ),
+                )
+            }
             BodyError::Sink(why) => ProxyError::new(
                 ErrorKind::BodySendFailed,
                 format!(
@@ -78,7 +134,11 @@ pub(super) async fn send(
         })
         .map_err(ProxyError::closing)?;
     }
-    Ok(Sent { conn, at })
+    Ok(Sent {
+        conn,
+        at,
+        _slot: slot,
+    })
 }
 
 /// A connection for the target: a pooled one for the same key (unless `fresh_only`), else a
@@ -123,8 +183,8 @@ async fn connection(
         Err(ConnectError::Timeout) => Err(ProxyError::new(
             ErrorKind::ConnectTimeout,
             format!(
-                "Backend {} did not accept a connection in time.",
-                target.backend_id
+                "Backend {} ({}) did not accept a connection within upstream.connect_timeout.",
+                target.backend_id, endpoint.addr
             ),
         )),
         Err(ConnectError::Unreachable(why)) => Err(ProxyError::new(
@@ -179,7 +239,7 @@ pub(super) fn tls_error(
     ProxyError::new(
         ErrorKind::BackendTls(reason),
         format!(
-            "The TLS connection to backend {} failed: {}.",
+            "The TLS connection to backend {} failed: {} ({why}).",
             target.backend_id,
             reason.as_str()
         ),

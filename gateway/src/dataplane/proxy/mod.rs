@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use boring::ssl::Ssl;
 use monoio::net::TcpStream;
 
-use super::error::ProxyError;
+use super::error::{ProxyError, Side};
 use super::http::{Framing, InBuffer, RequestHead, ResponseHead};
 use super::{access_log, WorkerContext};
+use crate::diagnostics::ErrorRecord;
 use crate::metrics::NO_API;
 use crate::tls::stream::TlsStream;
 
@@ -56,6 +57,9 @@ struct Request<'a> {
 struct Outcome {
     status: u16,
     keep_alive: bool,
+    /// We answered before reading the whole request: read and discard what the client is
+    /// still sending before closing (see `linger`).
+    linger: bool,
     /// How the backend was reached, when it was.
     upstream: Option<UpstreamUse>,
     /// What failed, when the answer is an error of ours.
@@ -68,6 +72,7 @@ impl Outcome {
         Outcome {
             status: 499,
             keep_alive: false,
+            linger: false,
             upstream: None,
             error: None,
         }
@@ -96,23 +101,95 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
         response_head: Vec::new(),
     };
     let mut head = RequestHead::default();
+    let mut linger_before_close = false;
     loop {
         match request::read_head(&ctx, &mut client, &mut head).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let _ = respond::error(&mut client, &e, false).await;
-                ctx.metrics.proxy_error(e.kind.mapping().metric_labels());
+                // No head to take an id from: a new one, so the detail can be found.
+                let id = ctx.next_request_id();
+                report(&ctx, &e, &id, "-", None, None);
+                let _ = respond::error(&mut client, &e, false, &id).await;
                 ctx.metrics.request(&no_api(), e.status(), Duration::ZERO);
+                linger_before_close = true;
                 break;
             }
         };
         let outcome = handle_request(&ctx, &mut client, &head).await;
         if !outcome.keep_alive || ctx.draining.get() {
+            linger_before_close = outcome.linger;
             break;
         }
     }
+    if linger_before_close {
+        linger(&mut client).await;
+    }
     client.tls.shutdown().await;
+}
+
+/// Lingering close (NGINX's `lingering_close`): after answering a request we did not read
+/// whole (431, 413, 400), keep reading and discarding what the client still sends, for a
+/// bounded time and size, before closing. Closing with unread bytes makes the kernel answer
+/// them with a reset, and a reset can destroy our answer before the client has read it.
+async fn linger(client: &mut Downstream) {
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut discarded = 0usize;
+    loop {
+        let pending = client.buf.data().len();
+        client.buf.consume(pending);
+        discarded += pending;
+        let now = Instant::now();
+        if discarded > LINGER_MAX_BYTES || now >= deadline {
+            return;
+        }
+        let wait = (deadline - now).min(LINGER_READ_TIMEOUT);
+        match monoio::time::timeout(wait, client.buf.fill(&mut client.tls)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed, failed or quiet for LINGER_READ_TIMEOUT: nothing more is coming.
+            _ => return,
+        }
+    }
+}
+
+/// Lingering close bounds: whole time, the longest quiet gap, and bytes discarded (NGINX:
+/// 30 s, 5 s, unbounded; shorter here, since a client that keeps sending after an error
+/// answer is more often hostile than slow).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
+/// An error answered to a client: counted, logged with its detail (at `warn` when the
+/// backend or the gateway failed, `debug` when the client did) and kept for the admin API's
+/// lookup by request id.
+fn report(
+    ctx: &WorkerContext,
+    e: &ProxyError,
+    request_id: &str,
+    method: &str,
+    api: Option<&str>,
+    backend: Option<&str>,
+) {
+    let mapping = e.kind.mapping();
+    ctx.metrics.proxy_error(mapping.metric_labels());
+    if mapping.side == Side::Downstream {
+        tracing::debug!(request_id, code = mapping.code, kind = mapping.label, api, backend, detail = %e.detail, "request refused");
+    } else {
+        tracing::warn!(request_id, code = mapping.code, kind = mapping.label, api, backend, detail = %e.detail, "request failed");
+    }
+    ctx.recent_errors.record(ErrorRecord {
+        request_id: request_id.to_owned(),
+        time: String::new(),
+        status: mapping.status,
+        code: mapping.code,
+        kind: mapping.label,
+        side: mapping.side.as_str(),
+        method: method.to_owned(),
+        api: api.map(str::to_owned),
+        backend: backend.map(str::to_owned),
+        detail: e.detail.clone(),
+        worker: ctx.id,
+    });
 }
 
 /// The TLS handshake with the client, bounded by the header timeout.
@@ -134,6 +211,7 @@ async fn accept_tls(ctx: &WorkerContext, tcp: TcpStream, peer: SocketAddr) -> Op
             return None;
         }
         Err(_) => {
+            ctx.metrics.downstream_timeout("handshake");
             tracing::debug!(%peer, "client TLS handshake timed out");
             return None;
         }
@@ -162,6 +240,7 @@ async fn handle_request(
             framing: Framing::Empty,
             keep_alive: false,
             tokens: Vec::new(),
+            target: Default::default(),
         },
         api: no_api(),
         backend: None,
@@ -170,12 +249,20 @@ async fn handle_request(
         Ok(outcome) => outcome,
         Err(e) => {
             let mapping = e.kind.mapping();
-            ctx.metrics.proxy_error(mapping.metric_labels());
+            report(
+                ctx,
+                &e,
+                &req.id,
+                head.method(),
+                (req.api.as_ref() != NO_API).then_some(&*req.api),
+                req.backend.as_deref(),
+            );
             let keep_alive = !e.close;
-            let sent = respond::error(client, &e, keep_alive).await.is_ok();
+            let sent = respond::error(client, &e, keep_alive, &req.id).await.is_ok();
             Outcome {
                 status: mapping.status,
                 keep_alive: keep_alive && sent,
+                linger: !keep_alive,
                 upstream: None,
                 error: Some(mapping.label),
             }
@@ -206,12 +293,16 @@ async fn proxy(
     client: &mut Downstream,
     req: &mut Request<'_>,
 ) -> Result<Outcome, ProxyError> {
-    req.checked = request::check(req.head)?;
+    req.checked = request::check(req.head, &ctx.limits)?;
     let snapshot = ctx.snapshot.load();
     let routed = route::route(&snapshot, req)?;
     let target = &routed.route.target;
     if request::expects_continue(req.head) && !respond::send_continue(client).await {
         return Ok(Outcome::client_gone());
+    }
+    if req.checked.framing == Framing::Chunked {
+        // The backend must never get a request head whose body we would then refuse.
+        request::first_chunk_line(ctx, client).await?;
     }
     let mut upstream_head = std::mem::take(&mut client.upstream_head);
     route::build_upstream_head(&mut upstream_head, req, &routed, &client.peer_ip);

@@ -3,10 +3,11 @@
 
 use std::time::Instant;
 
+use super::body::{self, FirstChunkError};
 use super::Downstream;
 use crate::dataplane::error::{ErrorKind, ProxyError};
-use crate::dataplane::http::{self, Framing, HeadError, RequestHead};
-use crate::dataplane::WorkerContext;
+use crate::dataplane::http::{self, Framing, FramingError, HeadError, RequestHead};
+use crate::dataplane::{path, Limits, WorkerContext};
 
 /// Waits for the next request head and parses it into `head`. `Ok(false)`: the client
 /// closed, went idle past the timeout, or the worker is draining.
@@ -55,7 +56,8 @@ pub(super) async fn read_head(
             Ok(Ok(_)) => {}
             Err(_) if idle => return Ok(false),
             Err(_) => {
-                let why = "The request head did not arrive in time.";
+                ctx.metrics.downstream_timeout("header");
+                let why = "The request head did not arrive within listener.header_timeout.";
                 return Err(ProxyError::new(ErrorKind::RequestHeadTimeout, why).closing());
             }
         }
@@ -93,36 +95,93 @@ pub(super) struct Checked<'a> {
     pub(super) keep_alive: bool,
     /// Header names listed in the client's `Connection` header (not forwarded).
     pub(super) tokens: Vec<&'a str>,
+    /// The normalised target: routing and forwarding both use its path.
+    pub(super) target: path::Target<'a>,
 }
 
-/// The request's body framing and whether the client allows another request after it;
-/// refuses conflicting framing and a target that is not a path.
-pub(super) fn check(head: &RequestHead) -> Result<Checked<'_>, ProxyError> {
+/// Checks a request head before anything of it goes on (RFC 9112 and 9110): its framing
+/// (`http::declared_framing`), its target (`dataplane::path`), `Host` (exactly one in
+/// HTTP/1.1; an absolute-form target's authority stands for it) and the body size limit.
+/// Every refusal closes the connection: what follows on it cannot be trusted.
+pub(super) fn check<'a>(head: &'a RequestHead, limits: &Limits) -> Result<Checked<'a>, ProxyError> {
+    let refuse = |kind, why: String| Err(ProxyError::new(kind, why).closing());
     let tokens = http::connection_tokens(head.headers());
     let keep_alive = head.minor_version >= 1 && !http::has_token(&tokens, "close");
-    let framing = http::declared_framing(head.headers())
-        .map_err(|why| {
-            let why = format!("Invalid request framing: {why}.");
-            ProxyError::new(ErrorKind::MalformedRequest, why).closing()
-        })?
-        .unwrap_or(Framing::Empty);
-    if !path_and_query(head).0.starts_with('/') {
-        let why = "The request target must be a path starting with '/'.";
-        return Err(ProxyError::new(ErrorKind::MalformedRequest, why).closing());
+    let framing = match http::declared_framing(head.headers()) {
+        Ok(framing) => framing.unwrap_or(Framing::Empty),
+        Err(e @ FramingError::UnsupportedCoding) => {
+            return refuse(
+                ErrorKind::UnsupportedTransferCoding,
+                format!("Transfer-Encoding names {}.", e.why()),
+            )
+        }
+        Err(e) => {
+            return refuse(
+                ErrorKind::MalformedRequest,
+                format!("Invalid request framing: {}.", e.why()),
+            )
+        }
+    };
+    let target = match path::normalize(head.target()) {
+        Ok(target) => target,
+        Err(e) => return refuse(ErrorKind::InvalidPath, format!("Request target refused: {}.", e.0)),
+    };
+    let hosts = head.headers().filter(|h| h.is("host")).count();
+    if hosts > 1 {
+        return refuse(ErrorKind::MalformedRequest, "More than one Host header.".into());
+    }
+    if hosts == 0 && head.minor_version >= 1 && target.authority.is_none() {
+        return refuse(ErrorKind::MalformedRequest, "HTTP/1.1 request without Host.".into());
+    }
+    if let Framing::Length(n) = framing {
+        if limits.max_request_body > 0 && n > limits.max_request_body {
+            return refuse(
+                ErrorKind::BodyTooLarge,
+                format!(
+                    "Content-Length {n} is over listener.max_request_body_bytes ({}).",
+                    limits.max_request_body
+                ),
+            );
+        }
     }
     Ok(Checked {
         framing,
         keep_alive,
         tokens,
+        target,
     })
 }
 
-/// The request target split into its path and its query (without the '?').
-pub(super) fn path_and_query(head: &RequestHead) -> (&str, Option<&str>) {
-    match head.target().split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (head.target(), None),
-    }
+/// Reads until the first chunk-size line of a chunked request body is in, and checks it:
+/// a body that is broken from its first byte is refused before the backend gets the head.
+/// (Later breakage aborts the upstream connection mid-request: see `forward`.)
+pub(super) async fn first_chunk_line(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+) -> Result<(), ProxyError> {
+    let wait = ctx.limits.body_timeout;
+    body::first_chunk_line(&mut client.buf, &mut client.tls, wait)
+        .await
+        .map_err(|e| {
+            let e = match e {
+                FirstChunkError::Invalid(why) => ProxyError::new(
+                    ErrorKind::MalformedRequest,
+                    format!("Invalid chunked request body: {why}."),
+                ),
+                FirstChunkError::Timeout => {
+                    ctx.metrics.downstream_timeout("body");
+                    ProxyError::new(
+                        ErrorKind::RequestBodyTimeout,
+                        "The chunked request body did not begin within listener.body_timeout.",
+                    )
+                }
+                FirstChunkError::Closed => ProxyError::new(
+                    ErrorKind::RequestBodyFailed,
+                    "The client closed before its chunked body began.",
+                ),
+            };
+            e.closing()
+        })
 }
 
 /// Whether the client waits for `100 Continue` before it sends the body.

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::body::{forward_body, BodyError};
+use super::body::{self, forward_body, BodyError, BodyLimits, FirstChunkError};
 use super::forward::{tls_error, Sent};
 use super::{Downstream, Outcome, Request, UpstreamUse};
 use crate::dataplane::error::{ErrorKind, ProxyError};
@@ -24,7 +24,11 @@ pub(super) async fn relay(
     target: &Target,
     sent: Sent,
 ) -> Result<Outcome, ProxyError> {
-    let Sent { mut conn, at } = sent;
+    let Sent {
+        mut conn,
+        at,
+        _slot: slot,
+    } = sent;
     read_head(ctx, &mut conn, target, &mut client.response).await?;
     // A TLS 1.3 ticket precedes the response bytes: share it with the other workers before
     // the client sees the answer (and can open a connection that lands on another worker).
@@ -48,6 +52,27 @@ pub(super) async fn relay(
             ),
         )
     })?;
+    if framing == Framing::Chunked {
+        // Like a request's: a body broken from its first byte never reaches the client
+        // behind a 200 head; the answer is a 502 instead.
+        let wait = ctx.limits.request_timeout;
+        body::first_chunk_line(&mut conn.buffered, &mut conn.io, wait)
+            .await
+            .map_err(|e| match e {
+                FirstChunkError::Invalid(why) => ProxyError::new(
+                    ErrorKind::InvalidResponse,
+                    format!("Backend {} sent an invalid chunked body: {why}.", target.backend_id),
+                ),
+                FirstChunkError::Closed => ProxyError::new(
+                    ErrorKind::ReadFailed,
+                    format!("Backend {} closed before its chunked body began.", target.backend_id),
+                ),
+                FirstChunkError::Timeout => ProxyError::new(
+                    ErrorKind::ResponseTimeout,
+                    format!("Backend {} stalled before its chunked body began.", target.backend_id),
+                ),
+            })?;
+    }
     let upstream_tokens = http::connection_tokens(response.headers());
     let upstream_reusable = response.minor_version >= 1
         && !http::has_token(&upstream_tokens, "close")
@@ -68,12 +93,15 @@ pub(super) async fn relay(
     client.response_head = out;
     let complete = body.is_ok();
     check_in(ctx, conn, complete && upstream_reusable);
+    // The backend has its slot back once its answer is relayed.
+    drop(slot);
     if let Err(e) = body {
         tracing::debug!(backend = %target.backend_id, error = ?e, "response body not completed");
     }
     Ok(Outcome {
         status,
         keep_alive: keep_alive && complete,
+        linger: false,
         upstream: Some(upstream),
         error: None,
     })
@@ -98,23 +126,30 @@ async fn deliver(
             .await
             .map_err(|e| BodyError::Sink(e.to_string()));
     }
-    let timeout = ctx.limits.request_timeout;
+    let limits = BodyLimits {
+        read_timeout: ctx.limits.request_timeout,
+        min_rate: 0,
+        max_len: 0,
+    };
     forward_body(
         &mut conn.buffered,
         &mut conn.io,
         &mut client.tls,
         framing,
-        timeout,
+        limits,
     )
     .await
 }
 
 /// How the response body is delimited (none for HEAD, 204 and 304).
 fn response_framing(response: &ResponseHead, is_head: bool) -> Result<Framing, &'static str> {
+    // The framing is checked even where the body is empty: a backend that sends ambiguous
+    // framing cannot be trusted with the next request on the same connection.
+    let declared = http::declared_framing(response.headers()).map_err(|e| e.why())?;
     if is_head || response.status == 204 || response.status == 304 {
         return Ok(Framing::Empty);
     }
-    Ok(http::declared_framing(response.headers())?.unwrap_or(Framing::UntilClose))
+    Ok(declared.unwrap_or(Framing::UntilClose))
 }
 
 /// The client's response head: the backend's status and fields without hop-by-hop ones,
@@ -253,17 +288,20 @@ pub(super) async fn send_continue(client: &mut Downstream) -> bool {
         .is_ok()
 }
 
-/// Answers `e` as the contract's JSON error.
+/// Answers `e` as the contract's JSON error, with the request id in the body and in
+/// `X-Request-Id`.
 pub(super) async fn error(
     client: &mut Downstream,
     e: &ProxyError,
     keep_alive: bool,
+    request_id: &str,
 ) -> std::io::Result<()> {
-    let body = e.body();
+    let body = e.body(request_id);
     let status = e.status();
     let mut out = Vec::with_capacity(256 + body.len());
     write_status_line(&mut out, status, reason_phrase(status));
     http::push_header(&mut out, "Content-Type", b"application/json");
+    http::push_header(&mut out, "X-Request-Id", request_id.as_bytes());
     http::push_header(
         &mut out,
         "Content-Length",
@@ -282,8 +320,10 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",

@@ -1,52 +1,68 @@
 //! Stage 2: find the API whose path the request matches (longest first, in the snapshot it
 //! loaded) and write the request head the backend gets.
 
-use super::request::path_and_query;
 use super::Request;
 use crate::dataplane::error::{ErrorKind, ProxyError};
 use crate::dataplane::http::{self, Framing};
 use crate::snapshot::{push_upstream_path, Route, Snapshot};
 
-/// A routed request: its API and the parts of the target the backend's path is made of.
+/// A routed request: its API, and where in the normalised path the part after the API's
+/// path starts (the backend gets its base path, then that part).
 pub(super) struct Routed<'s> {
     pub(super) route: &'s Route,
-    /// The path after the API's path.
-    pub(super) rest: &'s str,
-    pub(super) query: Option<&'s str>,
+    rest_from: usize,
+}
+
+impl Routed<'_> {
+    /// The normalised path after the API's path.
+    fn rest<'p>(&self, path: &'p str) -> &'p str {
+        &path[self.rest_from..]
+    }
 }
 
 /// The route of `req`, recording its API and backend in `req`; 404 when none matches (503
-/// while the gateway has no configuration at all).
-pub(super) fn route<'s, 'a: 's>(
+/// while the gateway has no configuration at all). A path whose dot segments lead out of
+/// the API the client named (`/orders/../admin`) is refused, not routed elsewhere.
+pub(super) fn route<'s>(
     snapshot: &'s Snapshot,
-    req: &mut Request<'a>,
+    req: &mut Request<'_>,
 ) -> Result<Routed<'s>, ProxyError> {
-    let head: &'a _ = req.head;
-    let (path, query) = path_and_query(head);
-    let Some((route, rest)) = snapshot.route(path) else {
+    // An unread body or a client that wants to close: the connection ends with the error.
+    let closing = req.checked.framing != Framing::Empty || !req.checked.keep_alive;
+    let finish = |e: ProxyError| if closing { e.closing() } else { e };
+    let target = &req.checked.target;
+    let path: &str = &target.path;
+    let found = snapshot.route(path);
+    if target.resolved_dots {
+        if let Some((named, _)) = snapshot.route(target.raw_path) {
+            if found.is_none_or(|(route, _)| route.api_id != named.api_id) {
+                return Err(ProxyError::new(
+                    ErrorKind::PathOutsideApi,
+                    format!(
+                        "The path {} resolves to {path}, outside the API {}.",
+                        req.head.target(),
+                        named.api_id
+                    ),
+                )
+                .closing());
+            }
+        }
+    }
+    let Some((route, rest)) = found else {
         let e = if snapshot.configured {
-            ProxyError::new(
-                ErrorKind::NoRoute,
-                format!("No API matches the path {path}."),
-            )
+            ProxyError::new(ErrorKind::NoRoute, format!("No API matches the path {path}."))
         } else {
             ProxyError::new(
                 ErrorKind::NotConfigured,
-                "This gateway has no configuration yet: its configuration store cannot be reached. Retry later.",
+                "The configuration store has not been reached since start and there is no local copy.",
             )
         };
-        // An unread body or a client that wants to close: the connection ends here.
-        return Err(
-            if req.checked.framing != Framing::Empty || !req.checked.keep_alive {
-                e.closing()
-            } else {
-                e
-            },
-        );
+        return Err(finish(e));
     };
+    let rest_from = path.len() - rest.len();
     req.api = route.api_id.clone();
     req.backend = Some(route.target.backend_id.clone());
-    Ok(Routed { route, rest, query })
+    Ok(Routed { route, rest_from })
 }
 
 /// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
@@ -63,7 +79,13 @@ pub(super) fn build_upstream_head(
     out.clear();
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
-    push_upstream_path(out, &target.base_path, routed.rest, routed.query);
+    let normalized = &req.checked.target;
+    push_upstream_path(
+        out,
+        &target.base_path,
+        routed.rest(&normalized.path),
+        normalized.query,
+    );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     http::push_header(out, "Host", target.authority.as_bytes());
     let mut forwarded_for: Option<&str> = None;
