@@ -84,6 +84,17 @@ impl AdminError {
         )
     }
 
+    /// 507 `InsufficientStorage` (contract §6): the data directory's file system is full,
+    /// so the change could not be made durable; nothing was changed, and what was stored
+    /// before still reads as it was.
+    pub fn insufficient_storage() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "The gateway's data directory is full, so the change could not be saved; nothing was changed. Free space in server.data_dir and retry.",
+        )
+    }
+
     /// 500 `InternalError`; the cause is logged, not shown.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         error!(error = %cause, "admin request failed");
@@ -156,6 +167,10 @@ impl From<StoreError> for AdminError {
                     "StoreUnavailable",
                     "The configuration store did not confirm the change in time: it may have been applied. Read the resource to see, then retry.",
                 )
+            }
+            StoreError::StorageFull(why) => {
+                error!(error = %why, "store write refused: the data directory is full");
+                Self::insufficient_storage()
             }
             e => {
                 error!(error = %e, "store write failed");

@@ -626,7 +626,12 @@ fn pin_workers_defaults_to_off_except_under_the_cpu_policy() {
 
 #[test]
 fn a_plaintext_admin_api_off_loopback_needs_allow_plaintext() {
-    for address in ["0.0.0.0:9090", "[::]:9090", "10.1.2.3:9090", "[fd00::1]:9090"] {
+    for address in [
+        "0.0.0.0:9090",
+        "[::]:9090",
+        "10.1.2.3:9090",
+        "[fd00::1]:9090",
+    ] {
         let msg = single(
             &format!("[admin]\naddress = {address:?}\n"),
             "admin.address",
@@ -642,14 +647,20 @@ fn a_plaintext_admin_api_off_loopback_needs_allow_plaintext() {
         assert_eq!(c.admin.plaintext_refusal(), None);
     }
     // Loopback in every spelling is fine without it.
-    for address in ["127.0.0.1:9090", "127.9.9.9:9090", "[::1]:9090", "[::ffff:127.0.0.1]:9090"] {
+    for address in [
+        "127.0.0.1:9090",
+        "127.9.9.9:9090",
+        "[::1]:9090",
+        "[::ffff:127.0.0.1]:9090",
+    ] {
         let c = parse(&format!("[admin]\naddress = {address:?}\n"));
         assert_eq!(c.admin.plaintext_refusal(), None, "{address}");
     }
     assert_eq!(Config::embedded_defaults().admin.plaintext_refusal(), None);
     // A wrong allow_plaintext is its own error, and the address is then refused too.
-    let errors = Config::from_toml_str("[admin]\naddress = \"0.0.0.0:9090\"\nallow_plaintext = \"yes\"\n")
-        .unwrap_err();
+    let errors =
+        Config::from_toml_str("[admin]\naddress = \"0.0.0.0:9090\"\nallow_plaintext = \"yes\"\n")
+            .unwrap_err();
     assert!(errors.has_key("admin.allow_plaintext"), "{errors}");
     assert!(errors.has_key("admin.address"), "{errors}");
 }

@@ -43,7 +43,7 @@ pub fn migrate(config: &Config, from: StoreKind, to: StoreKind) -> Result<Migrat
         )));
     }
     let data_dir = &config.server.data_dir;
-    std::fs::create_dir_all(data_dir)
+    crate::files::create_private_dir_all(data_dir)
         .map_err(|e| fail(&format!("server.data_dir {}", data_dir.display()), e))?;
     let master_key = MasterKey::resolve(
         std::env::var("EDGEGW_MASTER_KEY").ok(),

@@ -123,10 +123,34 @@ impl Takeover {
 
 // ------------------------------------------------------------------ the old process
 
-/// The control socket, served on the control-plane runtime.
+/// The control socket, served on the control-plane runtime. Dropped (the process exits,
+/// cleanly or with an error), it removes its file, unless the file is no longer its own (a
+/// new edgegw that took over has bound its socket at the same path).
 pub struct ControlSocket {
     listener: tokio::net::UnixListener,
     path: PathBuf,
+    /// The socket file's device and inode, as bound.
+    identity: Option<(u64, u64)>,
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if self.identity.is_some() && file_identity(&self.path) == self.identity {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => tracing::debug!(path = %self.path.display(), "control socket removed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %self.path.display(), "cannot remove the control socket")
+                }
+            }
+        }
+    }
 }
 
 /// A handover request accepted by this (old) process.
@@ -150,6 +174,7 @@ impl ControlSocket {
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
+            identity: file_identity(path),
         })
     }
 

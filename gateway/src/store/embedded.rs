@@ -6,9 +6,20 @@
 //!
 //! A file of edgegw 0.1 has no revisions: at open, every record without one gets
 //! revision 1 (so every `ETag` is defined) and the store revision becomes 1.
+//!
+//! The file is created 0600 (its directory 0700). A write that fails because the file
+//! system is full is [`StoreError::StorageFull`] with nothing written (redb commits by
+//! switching to the new tree only once all of it is on disk), and the handle is opened
+//! again before the next operation (see [`EmbeddedStore`]).
+
+// Control plane only: the lock is taken at start and on the blocking threads admin writes
+// run on (see `admin::http::write`); the data plane never reaches the store.
+#![allow(clippy::disallowed_types)]
 
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -42,13 +53,47 @@ fn written_key(kind: Kind) -> String {
     format!("written/{kind}")
 }
 
-fn failed<E: Display>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Backend(format!("{what}: {e}"))
+fn failed<E: Into<redb::Error>>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| classify(what, e.into())
 }
 
+/// A redb error as a [`StoreError`]: a full file system (ENOSPC, EDQUOT) is
+/// [`StoreError::StorageFull`], anything else [`StoreError::Backend`].
+fn classify(what: impl Display, e: redb::Error) -> StoreError {
+    match &e {
+        redb::Error::Io(io) if crate::files::is_storage_full(io) => {
+            StoreError::StorageFull(format!("{what}: {e}"))
+        }
+        _ => StoreError::Backend(format!("{what}: {e}")),
+    }
+}
+
+/// An I/O error outside redb (creating the directory or the file) as a [`StoreError`].
+fn io_error(what: impl Display, e: &std::io::Error) -> StoreError {
+    if crate::files::is_storage_full(e) {
+        StoreError::StorageFull(format!("{what}: {e}"))
+    } else {
+        StoreError::Io(format!("{what}: {e}"))
+    }
+}
+
+/// Opens the database: at start, and again after a failed operation.
+type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>;
+
 /// A [`Store`] on a local redb file.
+///
+/// After an I/O error (a full disk, typically) redb refuses every later operation on the
+/// same handle (`PreviousIo`) until the database is opened again; opening runs redb's
+/// repair, which falls back to the last commit that completed. So the operation after a
+/// failed one opens the file again first (if that fails too, e.g. because the disk is
+/// still full, it fails with that error, and the next one tries again): a write refused for
+/// lack of space succeeds once space is freed, without a restart.
 pub struct EmbeddedStore {
-    db: Database,
+    open: Opener,
+    /// `None` only after opening it again failed.
+    db: RwLock<Option<Database>>,
+    /// The last operation failed in the database: open it again before the next one.
+    reopen: AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -58,20 +103,37 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `path`, creating its directory and tables, and
-    /// gives revisions to records of a 0.1 file.
+    /// Opens (or creates, mode 0600) the database at `path`, creating its directory (0700)
+    /// and tables, and gives revisions to records of a 0.1 file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Io(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
+            crate::files::create_private_dir_all(dir).map_err(|e| {
+                io_error(
+                    format_args!("cannot create data directory {}", dir.display()),
+                    &e,
+                )
             })?;
         }
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let store = Self { db };
+        let path = path.to_path_buf();
+        Self::with_opener(Box::new(move || {
+            let what = || format!("cannot open {}", path.display());
+            // Created here, 0600: redb would create it with the umask's mode.
+            let file = crate::files::open_private_rw(&path).map_err(|e| io_error(what(), &e))?;
+            Database::builder()
+                .create_file(file)
+                .map_err(|e| classify(what(), e.into()))
+        }))
+    }
+
+    /// Opens the database with `open` (kept to open it again after a failed operation) and
+    /// creates its tables.
+    fn with_opener(open: Opener) -> Result<Self, StoreError> {
+        let db = open()?;
+        let store = Self {
+            open,
+            db: RwLock::new(Some(db)),
+            reopen: AtomicBool::new(false),
+        };
         store.write(|tx| {
             let mut revisions = tx
                 .open_table(REVISIONS)
@@ -111,22 +173,68 @@ impl EmbeddedStore {
         Ok(store)
     }
 
+    /// Runs `f` on the database, opening it again first when the last operation failed in
+    /// it, and marking it for that when `f` fails in it (a failed condition does not count).
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.reopen.load(Ordering::Acquire) {
+            self.reopen_now()?;
+        }
+        let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_ref() else {
+            self.reopen.store(true, Ordering::Release);
+            return Err(StoreError::Backend(
+                "the database is not open (opening it again failed)".to_owned(),
+            ));
+        };
+        let result = f(db);
+        if matches!(
+            result,
+            Err(StoreError::Backend(_) | StoreError::StorageFull(_))
+        ) {
+            self.reopen.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn reopen_now(&self) -> Result<(), StoreError> {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.reopen.load(Ordering::Acquire) && guard.is_some() {
+            return Ok(()); // Another caller did it meanwhile.
+        }
+        // The old handle goes first: it holds the file's lock.
+        *guard = None;
+        let db = (self.open)()?;
+        *guard = Some(db);
+        self.reopen.store(false, Ordering::Release);
+        tracing::info!("embedded store opened again after a failed operation");
+        Ok(())
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut tx = self.db.begin_write().map_err(failed("starting a write"))?;
-        tx.set_durability(Durability::Immediate);
-        match f(&tx) {
-            Ok(value) => {
-                tx.commit().map_err(failed("committing"))?;
-                Ok(value)
+        self.with_db(|db| {
+            let mut tx = db.begin_write().map_err(failed("starting a write"))?;
+            tx.set_durability(Durability::Immediate);
+            match f(&tx) {
+                Ok(value) => {
+                    tx.commit().map_err(failed("committing"))?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    // The first error is the one to report (after an I/O error the abort
+                    // fails too, with "previous I/O error").
+                    if let Err(abort) = tx.abort() {
+                        tracing::debug!(error = %abort, "aborting a failed store write");
+                    }
+                    Err(e)
+                }
             }
-            Err(e) => {
-                tx.abort().map_err(failed("aborting"))?;
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Writes records exactly as given, revisions included, replacing everything of the
@@ -208,40 +316,44 @@ fn check(tx: &WriteTransaction, condition: &Condition) -> Result<Option<String>,
     }
 }
 
+fn load_from(db: &Database) -> Result<Contents, StoreError> {
+    let tx = db.begin_read().map_err(failed("starting a read"))?;
+    let revisions = tx
+        .open_table(REVISIONS)
+        .map_err(failed("opening a table"))?;
+    let meta = tx.open_table(META).map_err(failed("opening a table"))?;
+    let mut out = Contents {
+        records: Vec::new(),
+        revision: meta
+            .get(STORE_REVISION)
+            .map_err(failed("reading"))?
+            .map_or(0, |v| v.value()),
+    };
+    for kind in Kind::ALL {
+        let t = tx
+            .open_table(table(kind))
+            .map_err(failed("opening a table"))?;
+        for item in t.iter().map_err(failed("reading"))? {
+            let (k, v) = item.map_err(failed("reading"))?;
+            let id = k.value().to_owned();
+            let revision = revisions
+                .get(revision_key(kind, &id).as_str())
+                .map_err(failed("reading"))?
+                .map_or(0, |v| v.value());
+            out.records.push(Record {
+                kind,
+                id,
+                value: v.value().to_vec(),
+                revision,
+            });
+        }
+    }
+    Ok(out)
+}
+
 impl Store for EmbeddedStore {
     fn load(&self) -> Result<Contents, StoreError> {
-        let tx = self.db.begin_read().map_err(failed("starting a read"))?;
-        let revisions = tx
-            .open_table(REVISIONS)
-            .map_err(failed("opening a table"))?;
-        let meta = tx.open_table(META).map_err(failed("opening a table"))?;
-        let mut out = Contents {
-            records: Vec::new(),
-            revision: meta
-                .get(STORE_REVISION)
-                .map_err(failed("reading"))?
-                .map_or(0, |v| v.value()),
-        };
-        for kind in Kind::ALL {
-            let t = tx
-                .open_table(table(kind))
-                .map_err(failed("opening a table"))?;
-            for item in t.iter().map_err(failed("reading"))? {
-                let (k, v) = item.map_err(failed("reading"))?;
-                let id = k.value().to_owned();
-                let revision = revisions
-                    .get(revision_key(kind, &id).as_str())
-                    .map_err(failed("reading"))?
-                    .map_or(0, |v| v.value());
-                out.records.push(Record {
-                    kind,
-                    id,
-                    value: v.value().to_vec(),
-                    revision,
-                });
-            }
-        }
-        Ok(out)
+        self.with_db(load_from)
     }
 
     fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError> {
@@ -297,6 +409,7 @@ impl Store for EmbeddedStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use testkit::temp_dir;
 
     fn put(kind: Kind, id: &str, value: &[u8]) -> Change {
@@ -441,5 +554,120 @@ mod tests {
         assert_eq!(contents.revision, 1);
         assert_eq!(contents.records[0].revision, 1);
         assert_eq!(commit(&s, vec![put(Kind::Api, "a", b"x")]), 2);
+    }
+
+    /// redb's file backend with a switch that makes every write fail like a full disk.
+    #[derive(Debug)]
+    struct FillableDisk {
+        inner: redb::backends::FileBackend,
+        full: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FillableDisk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+            self.inner.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+            self.inner.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_write_with_nothing_written_and_the_next_one_works_once_freed() {
+        let dir = temp_dir("redb-full").unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let full = Arc::new(AtomicBool::new(false));
+        let (p, f) = (path.clone(), full.clone());
+        let s = EmbeddedStore::with_opener(Box::new(move || {
+            let file = crate::files::open_private_rw(&p).map_err(|e| io_error("open", &e))?;
+            let backend = FillableDisk {
+                inner: redb::backends::FileBackend::new(file)
+                    .map_err(|e| classify("open", e.into()))?,
+                full: f.clone(),
+            };
+            Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| classify("open", e.into()))
+        }))
+        .unwrap();
+        assert_eq!(commit(&s, vec![put(Kind::Backend, "b1", b"v1")]), 1);
+
+        full.store(true, Ordering::SeqCst);
+        for value in [b"v2", b"v3"] {
+            // The first fails in the commit; the next one in opening the file again
+            // (redb refuses a handle after an I/O error), for the same reason.
+            let e = s
+                .commit(&Transaction::put(
+                    vec![],
+                    Kind::Backend,
+                    "b1",
+                    value.to_vec(),
+                ))
+                .unwrap_err();
+            assert!(matches!(e, StoreError::StorageFull(_)), "{e:?}");
+            assert!(e.to_string().contains("No space left on device"), "{e}");
+        }
+        // Conditions are still checked first, whatever the disk: a conflict stays a conflict.
+        full.store(false, Ordering::SeqCst);
+        let stale = s.commit(&Transaction::put(
+            vec![Condition::At {
+                kind: Kind::Backend,
+                id: "b1".into(),
+                revision: 0,
+            }],
+            Kind::Backend,
+            "b1",
+            b"x".to_vec(),
+        ));
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        // Space freed: the next write works on the same store, and nothing of the failed
+        // ones is there.
+        assert_eq!(commit(&s, vec![put(Kind::Api, "a1", b"api")]), 2);
+        let expected = Contents {
+            records: vec![
+                Record {
+                    kind: Kind::Backend,
+                    id: "b1".into(),
+                    value: b"v1".to_vec(),
+                    revision: 1,
+                },
+                Record {
+                    kind: Kind::Api,
+                    id: "a1".into(),
+                    value: b"api".to_vec(),
+                    revision: 2,
+                },
+            ],
+            revision: 2,
+        };
+        assert_eq!(s.load().unwrap(), expected);
+        drop(s);
+        assert_eq!(
+            EmbeddedStore::open(&path).unwrap().load().unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn the_file_is_created_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = temp_dir("redb-mode").unwrap();
+        let path = dir.path().join("new-dir").join(FILE_NAME);
+        EmbeddedStore::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 }

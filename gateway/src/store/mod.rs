@@ -67,6 +67,9 @@ pub enum StoreError {
     MasterKey(String),
     /// File-system error, with the path.
     Io(String),
+    /// The file system of the data directory is full (or the quota used up): nothing was
+    /// written; the same write can succeed once space is freed (507 `InsufficientStorage`).
+    StorageFull(String),
     /// A condition of a [`Transaction`] did not hold (another writer changed what the write
     /// was checked against): nothing was written.
     Conflict(String),
@@ -86,6 +89,7 @@ impl fmt::Display for StoreError {
             StoreError::Crypto(m) => write!(f, "key sealing failed: {m}"),
             StoreError::MasterKey(m) => write!(f, "master key: {m}"),
             StoreError::Io(m) => write!(f, "{m}"),
+            StoreError::StorageFull(m) => write!(f, "no space left for the store: {m}"),
             StoreError::Conflict(m) => write!(f, "write conflict: {m}"),
             StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
             StoreError::Unconfirmed(m) => write!(f, "store did not confirm the commit: {m}"),
@@ -415,16 +419,16 @@ pub fn read_or_create_secret(
         Err(e) => return Err(e),
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::files::create_private_dir_all(dir)?;
     let text = generate()?;
     let tmp = path.with_extension("tmp");
+    // A leftover of an interrupted start may have any mode: a fresh file gets 0600.
+    let _ = std::fs::remove_file(&tmp);
     {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = crate::files::private_options()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
             .open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.write_all(b"\n")?;

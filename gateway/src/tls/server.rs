@@ -1,9 +1,7 @@
 //! The downstream TLS context: one `SslAcceptor` shared by every worker (so session tickets
 //! issued by one worker resume on any other), its certificate, groups and ticket keys.
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use boring::asn1::Asn1Time;
@@ -165,11 +163,12 @@ fn ensure_self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), ServerTlsEr
     let cert_pem = cert
         .to_pem()
         .map_err(|e| err("encoding the certificate", e))?;
-    fs::create_dir_all(data_dir)
+    crate::files::create_private_dir_all(data_dir)
         .map_err(|e| err(&format!("creating {}", data_dir.display()), e))?;
     write_private(&key_path, key_pem.expose())
         .map_err(|e| err(&format!("writing {}", key_path.display()), e))?;
-    fs::write(&cert_path, cert_pem)
+    // Public, but in the data dir like everything else: owner only.
+    write_private(&cert_path, &cert_pem)
         .map_err(|e| err(&format!("writing {}", cert_path.display()), e))?;
     tracing::info!(path = %cert_path.display(), "generated a self-signed P-256 listener certificate");
     Ok((cert_path, key_path))
@@ -178,11 +177,10 @@ fn ensure_self_signed(data_dir: &Path) -> Result<(PathBuf, PathBuf), ServerTlsEr
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let mut file = fs::OpenOptions::new()
+    let mut file = crate::files::private_options()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
