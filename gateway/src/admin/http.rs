@@ -2,9 +2,11 @@
 //! limits, and the mapping of every failure (including axum's own rejections, unknown
 //! routes and wrong methods) to the contract's JSON error shape.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -27,12 +29,50 @@ use crate::store::Kind;
 /// The largest request body accepted (1 MiB); larger ones get 413 `PayloadTooLarge`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How much of a refused request's body is read and thrown away before the answer goes
+/// out, and for how long at most (see [`discard`]).
+const DISCARD_BYTES: usize = 8 * MAX_BODY_BYTES;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// The probes answered without a token (see [`router_with_readiness`]).
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+
 type Control = State<Arc<ControlPlane>>;
 
-/// The management API: every route of contract §3 behind the bearer `token`.
+/// Why the gateway does not serve yet (`GET /readyz` answers 503 with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// A stable name for scripts, in the error's `details` (`StoreNotLoaded`,
+    /// `WorkersNotServing`).
+    pub reason: &'static str,
+    /// One sentence for a person.
+    pub message: String,
+}
+
+/// Whether the gateway serves: asked on every `GET /readyz`.
+pub type Readiness = Arc<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
+
+/// The management API: every route of contract §3 behind the bearer `token`, and the
+/// probes, which answer ready whenever the router answers at all (for tests and tools that
+/// have no data plane).
 pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
+    router_with_readiness(control, token, Arc::new(|| Ok(())))
+}
+
+/// The management API with its probes, which need no token:
+/// - `GET /healthz`: 200 `ok` while the process answers at all (liveness; no detail);
+/// - `GET /readyz`: 200 `ready` once `ready` says so (the store is loaded and every
+///   worker serves), else 503 `NotReady` with the reason in `details`.
+pub fn router_with_readiness(
+    control: Arc<ControlPlane>,
+    token: AdminToken,
+    ready: Readiness,
+) -> Router {
     let auth = Arc::new(token);
     Router::new()
+        .route(HEALTHZ, get(healthz))
+        .route(READYZ, get(move || readyz(ready.clone())))
         .route("/certificates", get(list_certificates))
         .route(
             "/certificates/{id}",
@@ -59,6 +99,7 @@ pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
 
 /// Whether the request's `Authorization: Bearer <token>` carries the admin token (the
 /// scheme is case-insensitive; the comparison is [`AdminToken::verify`]'s, constant time).
+/// A request with more than one `Authorization` header is refused before this (400).
 fn authorized(token: &AdminToken, headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return false;
@@ -72,14 +113,47 @@ fn authorized(token: &AdminToken, headers: &HeaderMap) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && token.verify(presented.trim())
 }
 
-/// Checks the bearer token on every request (known routes or not), and turns axum's bare
-/// 405 into the JSON error shape (keeping its `Allow` header).
+/// Runs in front of every route: the probes pass as they are; every other request needs
+/// exactly one `Authorization` header (two are 400 `InvalidRequest`: which one would count
+/// is a guess a proxy in front may make differently) carrying the token (else 401), and a
+/// body of at most [`MAX_BODY_BYTES`] (else 413 `PayloadTooLarge`), read here in full before
+/// the handler runs. A request refused before its body was read has the body read and
+/// discarded first ([`discard`]), so that the answer reaches the client. axum's bare 405 is
+/// turned into the JSON error shape (keeping its `Allow` header).
 async fn guard(State(auth): State<Arc<AdminToken>>, request: Request, next: Next) -> Response {
-    if !authorized(&auth, request.headers()) {
-        return AdminError::unauthorized().into_response();
-    }
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let probe = matches!(request.uri().path(), HEALTHZ | READYZ);
+    let response = if probe {
+        next.run(request).await
+    } else {
+        let (parts, body) = request.into_parts();
+        let continues = expects_continue(&parts.headers);
+        if parts.headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+            discard(body, continues).await;
+            return AdminError::invalid_request(
+                "The request has more than one Authorization header; send exactly one.",
+            )
+            .into_response();
+        }
+        if !authorized(&auth, &parts.headers) {
+            discard(body, continues).await;
+            return AdminError::unauthorized().into_response();
+        }
+        let body = match read_limited(body, &parts.headers).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(BodyError::TooLarge(rest)) => {
+                if let Some(rest) = rest {
+                    discard(rest, continues).await;
+                }
+                return too_large().into_response();
+            }
+            Err(BodyError::Broken) => {
+                return AdminError::invalid_request("The request body could not be read.")
+                    .into_response();
+            }
+        };
+        next.run(Request::from_parts(parts, body)).await
+    };
     if response.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allow = response.headers().get(header::ALLOW).cloned();
         let mut json = AdminError::new(
@@ -94,6 +168,126 @@ async fn guard(State(auth): State<Arc<AdminToken>>, request: Request, next: Next
         return json;
     }
     response
+}
+
+fn too_large() -> AdminError {
+    AdminError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PayloadTooLarge",
+        format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+    )
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body: then a refusal
+/// goes out at once (hyper sends `100 Continue` only when the body is read, so the client
+/// never sends it).
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+enum BodyError {
+    /// Over [`MAX_BODY_BYTES`]; what is left of the body, unless it is known to be beyond
+    /// what [`discard`] would read anyway.
+    TooLarge(Option<Body>),
+    /// The body could not be read (the client went away, bad chunked framing).
+    Broken,
+}
+
+/// The next data of `body`; `None` at its end.
+async fn next_data(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+                // Trailers: nothing to keep.
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+/// Reads the whole body if it is at most [`MAX_BODY_BYTES`]. A `Content-Length` above the
+/// limit is refused without reading it.
+async fn read_limited(mut body: Body, headers: &HeaderMap) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared {
+        if length > MAX_BODY_BYTES as u64 {
+            let rest = (length <= DISCARD_BYTES as u64).then_some(body);
+            return Err(BodyError::TooLarge(rest));
+        }
+    }
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(data) = next_data(&mut body).await {
+        let data = data.map_err(|_| BodyError::Broken)?;
+        if buffer.len() + data.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge(Some(body)));
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer.freeze())
+}
+
+/// Reads and throws away what the client still sends of a refused request's body, up to
+/// [`DISCARD_BYTES`] and [`DISCARD_TIME`] (NGINX's lingering close, in short): a client
+/// that is still sending when the server closes would otherwise get a reset from the
+/// kernel in place of the answer. Nothing is read from a client that waits for
+/// `100 Continue` (it sends nothing unless asked).
+async fn discard(mut body: Body, continues: bool) {
+    if continues {
+        return;
+    }
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(data)) = next_data(&mut body).await {
+            seen += data.len();
+            if seen > DISCARD_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+async fn healthz() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "ok\n",
+    )
+        .into_response()
+}
+
+async fn readyz(ready: Readiness) -> Response {
+    match ready() {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            "ready\n",
+        )
+            .into_response(),
+        Err(not_ready) => AdminError {
+            details: vec![json!({ "reason": not_ready.reason })],
+            ..AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NotReady",
+                not_ready.message,
+            )
+        }
+        .into_response(),
+    }
 }
 
 async fn unknown_route() -> AdminError {

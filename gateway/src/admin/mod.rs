@@ -42,7 +42,7 @@ use tracing::{error, info, warn};
 
 pub use audit::{AuditKind, AuditLog, AuditRecord, Operation};
 pub use error::AdminError;
-pub use http::router;
+pub use http::{router, router_with_readiness, NotReady, Readiness};
 pub use token::{resolve_token, AdminToken, ADMIN_TOKEN_FILE};
 
 use crate::model::certificate::parse_pkcs12;
@@ -173,6 +173,9 @@ impl Writer {
                     id = %record.id,
                     "audit log write failed; the change is refused"
                 );
+                if crate::files::is_storage_full(&e) {
+                    return AdminError::insufficient_storage();
+                }
                 AdminError::new(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     "AuditLogError",

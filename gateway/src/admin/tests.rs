@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
 use super::*;
+use http::MAX_BODY_BYTES;
 use testkit::{temp_dir, TempDir};
 
 use crate::model::certificate::tests::{contains, Fixtures};
@@ -1207,4 +1208,256 @@ async fn a_delete_racing_a_bind_on_another_node_loses() {
         !contents.records.iter().any(|r| r.id == "b3"),
         "nothing written"
     );
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(bytes));
+    })
+}
+
+#[tokio::test]
+async fn probes_need_no_token_and_readyz_says_why_not() {
+    let h = Harness::new();
+    for (auth, uri) in [
+        (None, "/healthz"),
+        (Some("Bearer wrong"), "/healthz"),
+        (None, "/readyz"),
+    ] {
+        let mut req = Request::builder().uri(uri);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let (status, headers, body) = h.raw(req.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        let want: &[u8] = if uri == "/healthz" {
+            b"ok\n"
+        } else {
+            b"ready\n"
+        };
+        assert_eq!(body, want, "{uri}");
+    }
+    // Only GET (and HEAD): the other methods are 405 in the error shape, still without a token.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/healthz")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = h.raw(req).await;
+    assert_error(status, &json_of(&body), 405, "MethodNotAllowed");
+    // Everything else still needs the token.
+    let req = Request::builder()
+        .uri("/healthz/x")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = h.raw(req).await;
+    assert_error(status, &json_of(&body), 401, "Unauthorized");
+
+    // Not ready: 503 with the reason, until the check passes.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ready.clone();
+    let app = router_with_readiness(
+        h.control.clone(),
+        AdminToken::new(TOKEN.into()),
+        Arc::new(move || {
+            if flag.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(NotReady {
+                    reason: "WorkersNotServing",
+                    message: "1 of 2 data-plane workers are not serving.".into(),
+                })
+            }
+        }),
+    );
+    let get = |app: Router| async move {
+        let res = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body.to_vec())
+    };
+    let (status, body) = get(app.clone()).await;
+    let v = json_of(&body);
+    assert_error(status, &v, 503, "NotReady");
+    assert_eq!(
+        v["error"]["details"],
+        json!([{"reason": "WorkersNotServing"}])
+    );
+    ready.store(true, Ordering::SeqCst);
+    let (status, body) = get(app).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, b"ready\n".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_400_whatever_they_hold() {
+    let h = Harness::new();
+    for (first, second) in [
+        (format!("Bearer {TOKEN}"), "Bearer wrong".to_owned()),
+        ("Bearer wrong".to_owned(), format!("Bearer {TOKEN}")),
+        (format!("Bearer {TOKEN}"), format!("Bearer {TOKEN}")),
+    ] {
+        let req = Request::builder()
+            .method("PUT")
+            .uri("/backends/b1")
+            .header(header::AUTHORIZATION, first)
+            .header(header::AUTHORIZATION, second)
+            .body(Body::from(json!({"url": "https://h"}).to_string()))
+            .unwrap();
+        let (status, _, body) = h.raw(req).await;
+        let v = json_of(&body);
+        assert_error(status, &v, 400, "InvalidRequest");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than one Authorization header"),
+            "{v}"
+        );
+    }
+    let (s, _) = h.call("GET", "/backends/b1", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was written");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_however_they_come() {
+    let h = Harness::new();
+    let big = vec![b' '; MAX_BODY_BYTES + 1];
+    let request = |uri: &str, body: Vec<u8>, length: Option<usize>| {
+        let mut req = Request::builder()
+            .method("PUT")
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        if let Some(n) = length {
+            req = req.header(header::CONTENT_LENGTH, n.to_string());
+        }
+        req.body(Body::from(body)).unwrap()
+    };
+    for uri in [
+        "/backends/b1",
+        "/apis/a1/policy",
+        "/certificates/c1",
+        "/nowhere",
+    ] {
+        // Declared too long (refused before it is read), and too long without a length.
+        for length in [Some(big.len()), Some(100 * MAX_BODY_BYTES), None] {
+            let body = if length == Some(100 * MAX_BODY_BYTES) {
+                Vec::new()
+            } else {
+                big.clone()
+            };
+            let (status, _, bytes) = h.raw(request(uri, body, length)).await;
+            assert_error(status, &json_of(&bytes), 413, "PayloadTooLarge");
+        }
+    }
+    // At the limit exactly, the body reaches the handler.
+    let mut fits = json!({"url": "https://h"}).to_string().into_bytes();
+    fits.resize(MAX_BODY_BYTES, b' ');
+    let (status, _, bytes) = h.raw(request("/backends/b1", fits, None)).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+/// A store whose disk is full: every commit fails like the embedded store's on ENOSPC.
+struct FullStore(EmbeddedStore, Arc<std::sync::atomic::AtomicBool>);
+
+impl Store for FullStore {
+    fn load(&self) -> Result<Contents, StoreError> {
+        self.0.load()
+    }
+    fn commit(&self, transaction: &Transaction) -> Result<u64, StoreError> {
+        if self.1.load(Ordering::SeqCst) {
+            return Err(StoreError::StorageFull(
+                "committing: I/O error: No space left on device (os error 28)".into(),
+            ));
+        }
+        self.0.commit(transaction)
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_507_and_changes_nothing() {
+    let dir = temp_dir("admin-full").unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = FullStore(
+        EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap(),
+        full.clone(),
+    );
+    let control = Arc::new(
+        ControlPlane::open(Box::new(store), master_key(), Box::new(|_| {}))
+            .unwrap()
+            .with_audit_log(AuditLog::open(dir.path()).unwrap()),
+    );
+    let h = Harness {
+        router: router(control.clone(), AdminToken::new(TOKEN.into())),
+        control,
+        dir,
+        files: Fixtures::new(),
+        published: Arc::new(AtomicUsize::new(0)),
+    };
+    let (s, _) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://h"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    full.store(true, Ordering::SeqCst);
+    let (s, v) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://other"})))
+        .await;
+    assert_error(s, &v, 507, "InsufficientStorage");
+    let (s, v) = h.upload("c1", "modern.p12", PASSWORD).await;
+    assert_error(s, &v, 507, "InsufficientStorage");
+    let (s, v) = h.call("DELETE", "/backends/b1", None).await;
+    assert_error(s, &v, 507, "InsufficientStorage");
+    let (_, v) = h.call("GET", "/backends", None).await;
+    assert_eq!(v["value"][0]["url"], "https://h", "{v}");
+    assert_eq!(v["value"].as_array().unwrap().len(), 1);
+    full.store(false, Ordering::SeqCst);
+    let (s, v) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://other"})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The audit log says which writes failed.
+    let log = std::fs::read_to_string(h.dir.path().join(audit::AUDIT_LOG_FILE)).unwrap();
+    assert_eq!(log.matches("\"outcome\":\"failed\"").count(), 3, "{log}");
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_audit_log_is_507_too() {
+    let dir = temp_dir("admin-audit-full").unwrap();
+    // /dev/full: every write fails with ENOSPC.
+    std::os::unix::fs::symlink("/dev/full", dir.path().join(audit::AUDIT_LOG_FILE)).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join(FILE_NAME)).unwrap();
+    let control = Arc::new(
+        ControlPlane::open(Box::new(store), master_key(), Box::new(|_| {}))
+            .unwrap()
+            .with_audit_log(AuditLog::open(dir.path()).unwrap()),
+    );
+    let h = Harness {
+        router: router(control.clone(), AdminToken::new(TOKEN.into())),
+        control,
+        dir,
+        files: Fixtures::new(),
+        published: Arc::new(AtomicUsize::new(0)),
+    };
+    let (s, v) = h
+        .call("PUT", "/backends/b1", Some(json!({"url": "https://h"})))
+        .await;
+    assert_error(s, &v, 507, "InsufficientStorage");
+    let (s, _) = h.call("GET", "/backends/b1", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was written");
 }

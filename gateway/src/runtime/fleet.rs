@@ -235,6 +235,12 @@ fn check_master_key(store: &EtcdStore, key: &MasterKey) -> Result<(), RunError> 
 }
 
 impl FleetNode {
+    /// Whether the node has a configuration (from etcd or its local copy): shared, so that
+    /// `GET /readyz` can ask.
+    pub(super) fn configured(&self) -> Arc<AtomicBool> {
+        self.configured.clone()
+    }
+
     /// The control plane this node feeds.
     pub(super) fn control(&self) -> Arc<ControlPlane> {
         self.control.clone()

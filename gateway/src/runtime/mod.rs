@@ -4,6 +4,7 @@
 //! steering and the restart handover between two processes: `crate::steering`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::admin::{self, ControlPlane};
 use crate::config::{Config, StoreKind};
 use crate::dataplane::{self, Driver, Limits, WorkerShared};
+use crate::files;
 use crate::metrics;
 use crate::snapshot::Publisher;
 use crate::steering::handover::{self, ControlSocket};
@@ -46,9 +48,20 @@ fn fail(context: &str, e: impl std::fmt::Display) -> RunError {
 /// Runs the gateway until SIGTERM or SIGINT (or until a new edgegw on the same
 /// configuration takes over, see `steering::handover`), then drains and returns.
 pub fn run(config: Config) -> Result<(), RunError> {
+    // Also checked when the file is read (`edgegw check`); here for any other Config.
+    if let Some(why) = config.admin.plaintext_refusal() {
+        return Err(RunError(format!("admin.address: {why}")));
+    }
     let data_dir = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
+    files::create_private_dir_all(&data_dir)
         .map_err(|e| fail(&format!("server.data_dir {}", data_dir.display()), e))?;
+    // Before anything is created: what an operator (or an older edgegw) left open.
+    files::warn_loose_modes(&data_dir);
+    if let crate::config::AccessLog::File(path) = &config.server.access_log {
+        // The workers open it with default options: created here first, 0600. An error
+        // is theirs to report.
+        let _ = files::ensure_private_file(path);
+    }
     let prometheus = metrics::install().map_err(RunError)?;
 
     // Fleet mode: etcd's client and the one watch run on their own thread, so that the
@@ -267,6 +280,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .map_err(|e| fail(&format!("control socket {}", socket_path.display()), e))?
     };
     let steering_control = steering.control();
+    let ready = readiness(
+        steering.pulses().to_vec(),
+        fleet_node.as_ref().map(|node| node.configured()),
+    );
     let mut control = Some(control);
     let mut ports = Some((admin_listener, metrics_listener));
     let control_result = loop {
@@ -279,6 +296,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             control: plane,
             publisher: publisher.clone(),
             token: token.clone(),
+            ready: ready.clone(),
             admin_listener,
             metrics_listener,
             prometheus: prometheus.clone(),
@@ -356,6 +374,35 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("edgegw stopped");
     Ok(())
+}
+
+/// `GET /readyz`: ready once the store is loaded (always, by the time the admin API runs
+/// on the embedded store; in a fleet, once the node has a configuration: from etcd or its
+/// local copy) and every worker's event loop has run and accepts connections.
+fn readiness(pulses: Vec<Arc<Pulse>>, configured: Option<Arc<AtomicBool>>) -> admin::Readiness {
+    Arc::new(move || {
+        if configured
+            .as_ref()
+            .is_some_and(|c| !c.load(Ordering::Relaxed))
+        {
+            return Err(admin::NotReady {
+                reason: "StoreNotLoaded",
+                message: "The gateway has not read its configuration from the store yet."
+                    .to_owned(),
+            });
+        }
+        let waiting = pulses.iter().filter(|p| !p.serving()).count();
+        if waiting > 0 {
+            return Err(admin::NotReady {
+                reason: "WorkersNotServing",
+                message: format!(
+                    "{waiting} of {} data-plane workers are not serving.",
+                    pulses.len()
+                ),
+            });
+        }
+        Ok(())
+    })
 }
 
 /// How this node names itself in audit lines (`store.node_name`, else host name and
@@ -446,6 +493,7 @@ struct ControlPlaneParts<'a> {
     control: Arc<ControlPlane>,
     publisher: Arc<Publisher>,
     token: admin::AdminToken,
+    ready: admin::Readiness,
     admin_listener: TcpListener,
     metrics_listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -465,6 +513,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         control,
         publisher,
         token,
+        ready,
         admin_listener,
         metrics_listener,
         prometheus,
@@ -479,7 +528,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
     let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
         .map_err(|e| fail("metrics listener", e))?;
     let dns_control = control.clone();
-    let admin_app = admin::router(control, token);
+    let admin_app = admin::router_with_readiness(control, token, ready);
     let render = prometheus.clone();
     let refresh = steering.clone();
     let metrics_app = axum::Router::new().route(

@@ -69,6 +69,8 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Pulse {
     beat_ms: AtomicU64,
+    /// The event loop has beaten once: it runs and its accept loop is up.
+    started: AtomicBool,
     active: AtomicU32,
     accepting: AtomicBool,
     stop_accepting: AtomicBool,
@@ -86,6 +88,7 @@ impl Default for Pulse {
     fn default() -> Self {
         Pulse {
             beat_ms: AtomicU64::new(now_ms()),
+            started: AtomicBool::new(false),
             active: AtomicU32::new(0),
             accepting: AtomicBool::new(true),
             stop_accepting: AtomicBool::new(false),
@@ -100,6 +103,13 @@ impl Pulse {
     /// The worker's event loop ran just now.
     pub fn beat(&self) {
         self.beat_ms.store(now_ms(), Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the worker serves: its event loop has run (beaten once) and it still
+    /// accepts connections (`GET /readyz`).
+    pub fn serving(&self) -> bool {
+        self.started.load(Ordering::Relaxed) && self.accepting.load(Ordering::Relaxed)
     }
 
     pub fn set_active(&self, open: usize) {
