@@ -3,7 +3,8 @@
 //! TLS session was resumed, method, path, headers, body length). Tests and benchmarks use it
 //! as the backend behind edgegw, NGINX and HAProxy alike.
 //!
-//! Query parameters: `delay_ms=N` answers after N ms; `chunked=1` sends the body chunked.
+//! Query parameters: `delay_ms=N` answers after N ms; `chunked=1` sends the body chunked;
+//! `bytes=N` answers N bytes of `x` instead of the JSON report.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -196,6 +197,25 @@ async fn serve_connection(mut tls: TlsStream) {
         };
         if let Some(ms) = param("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
             monoio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(n) = param("bytes").and_then(|v| v.parse::<u64>().ok()) {
+            // A large answer (`bytes=N`), streamed in 64 KiB writes: nothing holds it whole.
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n"
+            );
+            if tls.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let block = vec![b'x'; 64 * 1024];
+            let mut left = n;
+            while left > 0 {
+                let take = left.min(block.len() as u64) as usize;
+                if tls.write_all(&block[..take]).await.is_err() {
+                    return;
+                }
+                left -= take as u64;
+            }
+            continue;
         }
         let headers: serde_json::Map<String, serde_json::Value> = head
             .headers()

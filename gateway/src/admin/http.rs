@@ -40,6 +40,8 @@ const READYZ: &str = "/readyz";
 
 type Control = State<Arc<ControlPlane>>;
 
+use crate::diagnostics::RecentErrors;
+
 /// Why the gateway does not serve yet (`GET /readyz` answers 503 with it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
@@ -57,22 +59,30 @@ pub type Readiness = Arc<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
 /// probes, which answer ready whenever the router answers at all (for tests and tools that
 /// have no data plane).
 pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
-    router_with_readiness(control, token, Arc::new(|| Ok(())))
+    router_with_readiness(control, token, Arc::new(|| Ok(())), RecentErrors::new())
 }
 
 /// The management API with its probes, which need no token:
 /// - `GET /healthz`: 200 `ok` while the process answers at all (liveness; no detail);
 /// - `GET /readyz`: 200 `ready` once `ready` says so (the store is loaded and every
 ///   worker serves), else 503 `NotReady` with the reason in `details`.
+///
+/// And, behind the token, `GET /requests/{id}`: what failed for a request the data plane
+/// answered with an error of its own (from `recent_errors`).
 pub fn router_with_readiness(
     control: Arc<ControlPlane>,
     token: AdminToken,
     ready: Readiness,
+    recent_errors: RecentErrors,
 ) -> Router {
     let auth = Arc::new(token);
     Router::new()
         .route(HEALTHZ, get(healthz))
         .route(READYZ, get(move || readyz(ready.clone())))
+        .route(
+            "/requests/{id}",
+            get(move |path| request_detail(recent_errors.clone(), path)),
+        )
         .route("/certificates", get(list_certificates))
         .route(
             "/certificates/{id}",
@@ -266,6 +276,27 @@ async fn healthz() -> Response {
         "ok\n",
     )
         .into_response()
+}
+
+/// `GET /requests/{id}`: the detail of a failed request (404 for any other id).
+async fn request_detail(
+    recent: RecentErrors,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, AdminError> {
+    let Ok(Path(id)) = path else {
+        return Err(AdminError::invalid_id());
+    };
+    match recent.find(&id) {
+        Some(record) => Ok(Json(record).into_response()),
+        None => Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "No failed request with the id {id:?} is kept (only the newest {} failed requests are).",
+                RecentErrors::CAPACITY
+            ),
+        )),
+    }
 }
 
 async fn readyz(ready: Readiness) -> Response {

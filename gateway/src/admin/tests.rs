@@ -1273,6 +1273,7 @@ async fn probes_need_no_token_and_readyz_says_why_not() {
                 })
             }
         }),
+        crate::diagnostics::RecentErrors::new(),
     );
     let get = |app: Router| async move {
         let res = app

@@ -233,6 +233,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         metrics = %config.metrics.address,
         "edgegw starting"
     );
+    let recent_errors = crate::diagnostics::RecentErrors::new();
     let shared = WorkerShared {
         acceptor: Arc::new(acceptor),
         snapshot,
@@ -255,6 +256,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         access_log: config.server.access_log.clone(),
         pin_workers: config.pin_workers(),
         upstream_sessions: crate::upstream::SharedSessions::new(),
+        recent_errors: recent_errors.clone(),
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;
@@ -297,6 +299,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             publisher: publisher.clone(),
             token: token.clone(),
             ready: ready.clone(),
+            recent_errors: recent_errors.clone(),
             admin_listener,
             metrics_listener,
             prometheus: prometheus.clone(),
@@ -494,6 +497,7 @@ struct ControlPlaneParts<'a> {
     publisher: Arc<Publisher>,
     token: admin::AdminToken,
     ready: admin::Readiness,
+    recent_errors: crate::diagnostics::RecentErrors,
     admin_listener: TcpListener,
     metrics_listener: TcpListener,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
@@ -514,6 +518,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         publisher,
         token,
         ready,
+        recent_errors,
         admin_listener,
         metrics_listener,
         prometheus,
@@ -528,7 +533,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
     let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
         .map_err(|e| fail("metrics listener", e))?;
     let dns_control = control.clone();
-    let admin_app = admin::router_with_readiness(control, token, ready);
+    let admin_app = admin::router_with_readiness(control, token, ready, recent_errors);
     let render = prometheus.clone();
     let refresh = steering.clone();
     let metrics_app = axum::Router::new().route(

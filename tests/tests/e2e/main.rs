@@ -10,6 +10,7 @@
 mod admin_api;
 mod cli;
 mod errors;
+mod hardening;
 mod hardening_admin;
 mod hot_apply;
 mod http1;
