@@ -221,7 +221,12 @@ pub fn declared_framing<'a>(
     let mut length: Option<u64> = None;
     for h in headers {
         if h.is("transfer-encoding") {
-            for coding in h.value_str().split(',').map(str::trim) {
+            // `value_str` reads a value that is not UTF-8 as empty, which adds no coding:
+            // `chunked` and then such a line would pass as chunked (found by fuzzing).
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                return Err(Invalid("Transfer-Encoding is not text"));
+            };
+            for coding in value.split(',').map(str::trim) {
                 if coding.is_empty() {
                     continue;
                 }
@@ -616,6 +621,15 @@ mod tests {
             Ok(Some(Framing::Length(7)))
         );
         assert_eq!(declared_framing([]), Ok(None));
+        // A value that is not UTF-8 is no coding we know (fuzz/regressions/http-request/).
+        let not_text = HeaderRef {
+            name: "Transfer-Encoding",
+            value: b"\x82",
+        };
+        assert!(matches!(
+            declared_framing([h("Transfer-Encoding", "chunked"), not_text]),
+            Err(FramingError::Invalid(_))
+        ));
         assert!(declared_framing([h("Content-Length", "1"), h("Content-Length", "2")]).is_err());
         assert!(
             declared_framing([h("Transfer-Encoding", "chunked"), h("Content-Length", "2")])
