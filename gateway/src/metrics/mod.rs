@@ -325,6 +325,24 @@ pub struct WorkerMetrics {
     limits: Handles<&'static str, Counter>,
 }
 
+/// The `phase` values of `edgegw_downstream_timeouts_total`.
+pub const TIMEOUT_PHASES: &[&str] = &["handshake", "header", "body"];
+/// The `limit` values of `edgegw_limits_reached_total`.
+pub const LIMITS: &[&str] = &["connections", "backend_connections", "request_body"];
+
+/// A counter cache holding a registered counter for each of `values` of `label`.
+fn prefilled(
+    name: &'static str,
+    label: &'static str,
+    values: &[&'static str],
+) -> Handles<&'static str, Counter> {
+    let handles = values
+        .iter()
+        .map(|&v| (v, metrics::counter!(name, label => v)))
+        .collect();
+    RefCell::new(handles)
+}
+
 fn bool_label(b: bool) -> &'static str {
     if b {
         "true"
@@ -354,8 +372,10 @@ impl WorkerMetrics {
             resumption_misses: RefCell::default(),
             evictions: RefCell::default(),
             proxy_errors: RefCell::default(),
-            timeouts: RefCell::default(),
-            limits: RefCell::default(),
+            // Every label value exists from the start (at 0), so rates and alerts work
+            // before the first time a limit triggers.
+            timeouts: prefilled(DOWNSTREAM_TIMEOUTS_TOTAL, "phase", TIMEOUT_PHASES),
+            limits: prefilled(LIMITS_REACHED_TOTAL, "limit", LIMITS),
         }
     }
 

@@ -26,7 +26,7 @@ fn metrics_endpoint_has_every_contract_metric() {
     assert!(n >= 17.0, "requests_total {n}");
     let (m, _) =
         f.gw.wait_metric("edgegw_request_duration_seconds_count", &[], 17.0);
-    let expected: [(&str, &[&str]); 9] = [
+    let expected: [(&str, &[&str]); 11] = [
         ("edgegw_requests_total", &["api", "code"]),
         ("edgegw_request_duration_seconds", &["api"]),
         ("edgegw_downstream_handshakes_total", &["resumed"]),
@@ -39,6 +39,9 @@ fn metrics_endpoint_has_every_contract_metric() {
         ),
         ("edgegw_worker_accepted_connections_total", &["worker"]),
         ("edgegw_config_generation", &[]),
+        // Issue 15: present (at 0) before any limit or timeout has triggered.
+        ("edgegw_downstream_timeouts_total", &["phase"]),
+        ("edgegw_limits_reached_total", &["limit"]),
     ];
     let mut missing = Vec::new();
     for (name, labels) in expected {
