@@ -116,6 +116,20 @@ fn run_refused(gw: &Gateway) -> String {
 #[test]
 fn healthz_and_readyz_answer_without_a_token() {
     let gw = Gateway::start();
+    // The admin API may answer a moment before every worker's event loop has run (503
+    // NotReady, WorkersNotServing, until then): what a load balancer polls for.
+    let ready = wait_for(Duration::from_secs(10), || {
+        let r = plain_request(gw.admin_addr, Request::get("/readyz")).ok()?;
+        if r.status == 503 {
+            let v = assert_error(&r, 503, "NotReady");
+            assert_eq!(
+                v["error"]["details"],
+                json!([{"reason": "WorkersNotServing"}])
+            );
+        }
+        (r.status == 200).then_some(())
+    });
+    assert!(ready.is_some(), "/readyz never answered 200");
     for token in [None, Some("wrong-token")] {
         for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
             let mut req = Request::get(path);
