@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::diagnostics::RecentErrors;
+use crate::diagnostics::ErrorSink;
 use crate::metrics::WorkerMetrics;
 use crate::snapshot::Snapshot;
 use crate::steering::{AcceptingGuard, Pulse, HEARTBEAT};
@@ -136,8 +136,8 @@ pub struct WorkerShared {
     pub pin_workers: bool,
     /// Upstream TLS sessions, shared by every worker.
     pub upstream_sessions: Arc<crate::upstream::SharedSessions>,
-    /// Details of failed requests, for the admin API's lookup by request id.
-    pub recent_errors: RecentErrors,
+    /// Where details of failed requests go (the admin API's lookup by request id).
+    pub recent_errors: ErrorSink,
 }
 
 /// One worker's state; lives on its thread only.
@@ -159,7 +159,7 @@ pub struct WorkerContext {
     last_accept: Cell<Option<Instant>>,
     pub access_log: Option<access_log::AccessLogger>,
     requests: Cell<u64>,
-    pub recent_errors: RecentErrors,
+    pub recent_errors: ErrorSink,
     /// Per backend: its `upstream.max_connections_per_backend` slots on this worker.
     backend_slots: RefCell<rustc_hash::FxHashMap<Arc<str>, Arc<Semaphore>>>,
 }

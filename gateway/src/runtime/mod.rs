@@ -233,7 +233,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         metrics = %config.metrics.address,
         "edgegw starting"
     );
-    let recent_errors = crate::diagnostics::RecentErrors::new();
+    let (error_sink, recent_errors) = crate::diagnostics::channel();
     let shared = WorkerShared {
         acceptor: Arc::new(acceptor),
         snapshot,
@@ -256,7 +256,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         access_log: config.server.access_log.clone(),
         pin_workers: config.pin_workers(),
         upstream_sessions: crate::upstream::SharedSessions::new(),
-        recent_errors: recent_errors.clone(),
+        recent_errors: error_sink,
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;
@@ -533,6 +533,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
     let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)
         .map_err(|e| fail("metrics listener", e))?;
     let dns_control = control.clone();
+    tokio::spawn(recent_errors.clone().drain_periodically());
     let admin_app = admin::router_with_readiness(control, token, ready, recent_errors);
     let render = prometheus.clone();
     let refresh = steering.clone();
