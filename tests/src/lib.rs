@@ -9,6 +9,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod backend;
+pub mod fault_backend;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

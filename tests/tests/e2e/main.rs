@@ -20,3 +20,4 @@ mod pooling;
 mod restart;
 mod resumption;
 mod seed;
+mod upstream_faults;
