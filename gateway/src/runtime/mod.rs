@@ -670,3 +670,6 @@ fn bind_reuseport(addr: SocketAddr) -> Result<TcpListener, RunError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod redaction_tests;
+
+#[cfg(test)]
+mod readiness_tests;
