@@ -314,6 +314,10 @@ pub struct ProxyError {
     pub detail: String,
     /// The request body was not read to its end: the connection cannot carry another request.
     pub close: bool,
+    /// A reused upstream connection failed before a byte of the answer came: the backend
+    /// had closed it (a race with its keep-alive timeout), so the request never reached
+    /// it and a replayable one may go again on a new connection.
+    pub stale_connection: bool,
 }
 
 impl ProxyError {
@@ -322,7 +326,15 @@ impl ProxyError {
             kind,
             detail: detail.into(),
             close: false,
+            stale_connection: false,
         }
+    }
+
+    /// The same error, marked as one of a connection the backend had already closed.
+    #[must_use]
+    pub fn on_stale_connection(mut self) -> Self {
+        self.stale_connection = true;
+        self
     }
 
     /// The same error, and the client connection must close after it.

@@ -248,7 +248,9 @@ pub fn declared_framing<'a>(
             if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Invalid("invalid Content-Length"));
             }
-            let v: u64 = text.parse().map_err(|_| Invalid("invalid Content-Length"))?;
+            let v: u64 = text
+                .parse()
+                .map_err(|_| Invalid("invalid Content-Length"))?;
             if length.is_some_and(|l| l != v) {
                 return Err(Invalid("conflicting Content-Length headers"));
             }
@@ -596,13 +598,19 @@ mod tests {
             Err(FramingError::UnsupportedCoding)
         );
         assert_eq!(
-            declared_framing([h("Transfer-Encoding", "gzip"), h("Transfer-Encoding", "chunked")]),
+            declared_framing([
+                h("Transfer-Encoding", "gzip"),
+                h("Transfer-Encoding", "chunked")
+            ]),
             Err(FramingError::UnsupportedCoding)
         );
         for bad in [
             vec![h("Transfer-Encoding", "chunked, gzip")],
             vec![h("Transfer-Encoding", "chunked, chunked")],
-            vec![h("Transfer-Encoding", "chunked"), h("Transfer-Encoding", "chunked")],
+            vec![
+                h("Transfer-Encoding", "chunked"),
+                h("Transfer-Encoding", "chunked"),
+            ],
             vec![h("Transfer-Encoding", "")],
             vec![h("Transfer-Encoding", "xchunked")],
             vec![h("Content-Length", "+5")],

@@ -61,10 +61,14 @@ pub fn normalize(target: &str) -> Result<Target<'_>, PathError> {
         None => (origin, None),
     };
     if raw_path.contains('#') || query.is_some_and(|q| q.contains('#')) {
-        return Err(PathError("the request target must not contain a fragment ('#')"));
+        return Err(PathError(
+            "the request target must not contain a fragment ('#')",
+        ));
     }
     if !raw_path.starts_with('/') {
-        return Err(PathError("the request target must be a path starting with '/'"));
+        return Err(PathError(
+            "the request target must be a path starting with '/'",
+        ));
     }
     let (path, resolved_dots) = normalize_path(raw_path)?;
     Ok(Target {
@@ -106,7 +110,8 @@ fn split_absolute(target: &str) -> Result<(Option<&str>, &str), PathError> {
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// Characters RFC 3986 allows in a path besides percent-encodings: unreserved, sub-delims,
@@ -153,7 +158,9 @@ fn normalize_path(raw: &str) -> Result<(Cow<'_, str>, bool), PathError> {
             return Err(PathError("a raw '\\' is not allowed in the path"));
         }
         if !allowed_in_path(b) {
-            return Err(PathError("the path holds a character that must be percent-encoded"));
+            return Err(PathError(
+                "the path holds a character that must be percent-encoded",
+            ));
         }
         i += 1;
     }
@@ -254,7 +261,14 @@ mod tests {
 
     #[test]
     fn normal_paths_are_borrowed_unchanged() {
-        for p in ["/", "/orders", "/orders/42", "/a//b/", "/a:b@c/%2F/%20x", "/~u/a-b_c.d"] {
+        for p in [
+            "/",
+            "/orders",
+            "/orders/42",
+            "/a//b/",
+            "/a:b@c/%2F/%20x",
+            "/~u/a-b_c.d",
+        ] {
             let t = normalize(p).unwrap();
             assert!(matches!(t.path, Cow::Borrowed(_)), "{p}");
             assert_eq!(t.path, p);
@@ -302,7 +316,10 @@ mod tests {
                 None => assert!(got.is_err(), "{input} should be refused, got {got:?}"),
             }
             if let Ok(p) = got {
-                assert!(!p.split('/').any(|s| s == ".." || s == "."), "{input} → {p}");
+                assert!(
+                    !p.split('/').any(|s| s == ".." || s == "."),
+                    "{input} → {p}"
+                );
             }
         }
     }

@@ -72,9 +72,15 @@ fn traversal_forms_never_leave_the_api() {
         }
     }
     // Absolute form: the authority stands for Host; the path is normalised the same way.
-    let (r, _) = exchange(&f, b"GET https://localhost/orders/a/./b HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let (r, _) = exchange(
+        &f,
+        b"GET https://localhost/orders/a/./b HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(echo(&r)["path"], "/base/a/b");
-    let (r, _) = exchange(&f, b"GET https://localhost/orders/../x HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (r, _) = exchange(
+        &f,
+        b"GET https://localhost/orders/../x HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
     assert_error(&r, 400, "BadRequest");
 }
 
@@ -85,38 +91,112 @@ fn framing_table_is_refused_before_the_backend() {
     let f = Fixture::standard();
     let h = "POST /orders/1 HTTP/1.1\r\nHost: localhost\r\n";
     let cases: Vec<(String, u16, &str)> = vec![
-        (format!("{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400, "CL+TE"),
-        (format!("{h}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"), 400, "two CL"),
+        (
+            format!("{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            400,
+            "CL+TE",
+        ),
+        (
+            format!("{h}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+            400,
+            "two CL",
+        ),
         (format!("{h}Content-Length: +5\r\n\r\nhello"), 400, "CL +5"),
-        (format!("{h}Content-Length: 5, 5\r\n\r\nhello"), 400, "CL list"),
-        (format!("{h}Content-Length: 0x5\r\n\r\nhello"), 400, "CL hex"),
-        (format!("{h}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"), 400, "TE not ending in chunked"),
-        (format!("{h}Transfer-Encoding: gzip\r\n\r\n"), 400, "TE gzip only"),
-        (format!("{h}Transfer-Encoding: xchunked\r\n\r\n"), 400, "obfuscated TE"),
-        (format!("{h}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"), 400, "chunked twice"),
-        (format!("{h}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), 501, "gzip, chunked"),
-        (format!("{h}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"), 400, "space before colon"),
-        (format!("{h}X-A: 1\r\n folded\r\nContent-Length: 0\r\n\r\n"), 400, "obs-fold"),
-        (format!("{h}X-A: a\0b\r\nContent-Length: 0\r\n\r\n"), 400, "NUL in value"),
-        (format!("{h}X-A: a\rb\r\nContent-Length: 0\r\n\r\n"), 400, "CR in value"),
-        (format!("{h}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"), 400, "invalid chunk size"),
-        (format!("{h}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n"), 400, "overflowing chunk size"),
-        (format!("{h}Transfer-Encoding: chunked\r\n\r\n5 x\r\nhello\r\n0\r\n\r\n"), 400, "garbage after chunk size"),
+        (
+            format!("{h}Content-Length: 5, 5\r\n\r\nhello"),
+            400,
+            "CL list",
+        ),
+        (
+            format!("{h}Content-Length: 0x5\r\n\r\nhello"),
+            400,
+            "CL hex",
+        ),
+        (
+            format!("{h}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"),
+            400,
+            "TE not ending in chunked",
+        ),
+        (
+            format!("{h}Transfer-Encoding: gzip\r\n\r\n"),
+            400,
+            "TE gzip only",
+        ),
+        (
+            format!("{h}Transfer-Encoding: xchunked\r\n\r\n"),
+            400,
+            "obfuscated TE",
+        ),
+        (
+            format!("{h}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+            400,
+            "chunked twice",
+        ),
+        (
+            format!("{h}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+            501,
+            "gzip, chunked",
+        ),
+        (
+            format!("{h}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+            400,
+            "space before colon",
+        ),
+        (
+            format!("{h}X-A: 1\r\n folded\r\nContent-Length: 0\r\n\r\n"),
+            400,
+            "obs-fold",
+        ),
+        (
+            format!("{h}X-A: a\0b\r\nContent-Length: 0\r\n\r\n"),
+            400,
+            "NUL in value",
+        ),
+        (
+            format!("{h}X-A: a\rb\r\nContent-Length: 0\r\n\r\n"),
+            400,
+            "CR in value",
+        ),
+        (
+            format!("{h}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+            400,
+            "invalid chunk size",
+        ),
+        (
+            format!("{h}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n"),
+            400,
+            "overflowing chunk size",
+        ),
+        (
+            format!("{h}Transfer-Encoding: chunked\r\n\r\n5 x\r\nhello\r\n0\r\n\r\n"),
+            400,
+            "garbage after chunk size",
+        ),
         ("GET /orders/1 HTTP/1.1\r\n\r\n".to_string(), 400, "no Host"),
-        ("GET /orders/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(), 400, "two Host"),
+        (
+            "GET /orders/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(),
+            400,
+            "two Host",
+        ),
     ];
     for (raw, status, what) in &cases {
         let before = forwarded(&f);
         let (r, c) = exchange(&f, raw.as_bytes());
         assert_eq!(r.status, *status, "{what}: {} {}", r.status, r.text());
         assert_error_shape(&r.json());
-        assert!(closes(c), "{what}: the connection should close after the refusal");
+        assert!(
+            closes(c),
+            "{what}: the connection should close after the refusal"
+        );
         assert_eq!(forwarded(&f), before, "{what}: reached the backend stage");
     }
     // HTTP/1.0 needs no Host; bare LF line ends in the head are accepted (rewritten as CRLF).
     let (r, _) = exchange(&f, b"GET /orders/10 HTTP/1.0\r\n\r\n");
     assert_eq!(echo(&r)["path"], "/base/10");
-    let (r, _) = exchange(&f, b"GET /orders/lf HTTP/1.1\nHost: localhost\nConnection: close\n\n");
+    let (r, _) = exchange(
+        &f,
+        b"GET /orders/lf HTTP/1.1\nHost: localhost\nConnection: close\n\n",
+    );
     assert_eq!(echo(&r)["path"], "/base/lf");
 }
 
@@ -134,17 +214,33 @@ fn a_chunked_body_broken_mid_stream_aborts_the_upstream_connection() {
     // request opens a new one (its echo names another backend connection number).
     let first = echo(&f.client.get("/orders/a"))["connection"].clone();
     let second = echo(&f.client.get("/orders/b"))["connection"].clone();
-    assert_eq!(first, second, "two sequential requests share one pooled connection");
-    let misses = |f: &Fixture| sum(&f.gw.metrics(), "edgegw_upstream_pool_total", &[("result", "miss")]);
+    assert_eq!(
+        first, second,
+        "two sequential requests share one pooled connection"
+    );
+    let misses = |f: &Fixture| {
+        sum(
+            &f.gw.metrics(),
+            "edgegw_upstream_pool_total",
+            &[("result", "miss")],
+        )
+    };
     let before = misses(&f);
     let mut c = f.client.connect().expect("connect");
     c.write_all(b"POST /orders/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nhelloXX")
         .expect("write");
     let r = c.read_response(false).expect("a response");
     assert_error(&r, 400, "BadRequest");
-    assert_eq!(misses(&f), before, "the broken request used the pooled connection");
+    assert_eq!(
+        misses(&f),
+        before,
+        "the broken request used the pooled connection"
+    );
     let after = echo(&f.client.get("/orders/c"))["connection"].clone();
-    assert_ne!(after, first, "the connection that carried a broken body was pooled again");
+    assert_ne!(
+        after, first,
+        "the connection that carried a broken body was pooled again"
+    );
 }
 
 #[test]
@@ -154,15 +250,21 @@ fn pipelined_requests_are_answered_in_order() {
     let mut raw = Vec::new();
     for i in 0..5 {
         raw.extend_from_slice(
-            format!("GET /orders/p{i}?delay_ms={} HTTP/1.1\r\nHost: localhost\r\n\r\n", 50 - i * 10)
-                .as_bytes(),
+            format!(
+                "GET /orders/p{i}?delay_ms={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                50 - i * 10
+            )
+            .as_bytes(),
         );
     }
     c.write_all(&raw).expect("write");
     for i in 0..5 {
         let r = c.read_response(false).expect("response");
         let path = echo(&r)["path"].as_str().unwrap_or_default().to_owned();
-        assert!(path.starts_with(&format!("/base/p{i}?")), "answer {i} was for {path}");
+        assert!(
+            path.starts_with(&format!("/base/p{i}?")),
+            "answer {i} was for {path}"
+        );
     }
 }
 
@@ -174,13 +276,24 @@ fn a_70kb_header_gets_431_in_curl() {
     let big = format!("X-Big: {}", "a".repeat(70 * 1024));
     for _ in 0..5 {
         let out = Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-H", &big])
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+                "-H",
+                &big,
+            ])
             .arg(format!("https://localhost:{}/orders/1", f.gw.listen.port()))
             .output()
             .expect("run curl");
         let code = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(
-            code, "431",
+            code,
+            "431",
             "curl exit {:?}, stderr {}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr)
@@ -194,17 +307,36 @@ fn error_bodies_carry_a_request_id_and_no_internals() {
     // A backend on a closed port.
     let port = free_port();
     f.admin.ok(
-        f.admin.put_backend("dead", &format!("https://127.0.0.1:{port}/x"), false, false, None),
+        f.admin.put_backend(
+            "dead",
+            &format!("https://127.0.0.1:{port}/x"),
+            false,
+            false,
+            None,
+        ),
         "put backend",
     );
-    f.admin.ok(f.admin.put_api("dead", "/dead", "dead"), "put api");
+    f.admin
+        .ok(f.admin.put_api("dead", "/dead", "dead"), "put api");
     let r = f.client.get("/dead/1");
     let v = assert_error(&r, 502, "BackendConnectionFailure");
     let text = r.text();
-    for leak in ["127.0.0.1", &port.to_string(), "os error", "refused", "dead"] {
-        assert!(!text.contains(leak), "the error body shows {leak:?}: {text}");
+    for leak in [
+        "127.0.0.1",
+        &port.to_string(),
+        "os error",
+        "refused",
+        "dead",
+    ] {
+        assert!(
+            !text.contains(leak),
+            "the error body shows {leak:?}: {text}"
+        );
     }
-    let id = v["error"]["requestId"].as_str().expect("requestId").to_owned();
+    let id = v["error"]["requestId"]
+        .as_str()
+        .expect("requestId")
+        .to_owned();
     assert_eq!(r.header("x-request-id"), Some(id.as_str()));
     // Operators get the detail by request id, behind the admin token.
     let d = f.admin.get(&format!("/requests/{id}"));
@@ -213,7 +345,13 @@ fn error_bodies_carry_a_request_id_and_no_internals() {
     assert_eq!(d["requestId"], id);
     assert_eq!(d["code"], "BackendConnectionFailure");
     assert_eq!(d["backend"], "dead");
-    assert!(d["detail"].as_str().unwrap_or("").contains(&port.to_string()), "{d}");
+    assert!(
+        d["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&port.to_string()),
+        "{d}"
+    );
     let anon = f.gw.admin_with_token(None).get(&format!("/requests/{id}"));
     assert_eq!(anon.status, 401);
     let missing = f.admin.get("/requests/no-such-id");
@@ -223,8 +361,14 @@ fn error_bodies_carry_a_request_id_and_no_internals() {
         .client
         .request(Request::get("/nowhere").header("X-Request-Id", "client-chosen-1"))
         .expect("request");
-    assert_eq!(assert_error(&r, 404, "NotFound")["error"]["requestId"], "client-chosen-1");
-    assert_eq!(f.admin.get("/requests/client-chosen-1").json()["code"], "NotFound");
+    assert_eq!(
+        assert_error(&r, 404, "NotFound")["error"]["requestId"],
+        "client-chosen-1"
+    );
+    assert_eq!(
+        f.admin.get("/requests/client-chosen-1").json()["code"],
+        "NotFound"
+    );
 }
 
 fn limited(extra: &[(&str, &str, &str)]) -> Fixture {
@@ -260,10 +404,21 @@ fn request_body_size_limit_is_413() {
         .expect("response");
     assert_error(&r, 413, "PayloadTooLarge");
     // At the limit it passes.
-    let r = f.client.connect().expect("connect").send(&Request::new("POST", "/orders/ok").body(vec![b'x'; 1000]));
+    let r = f
+        .client
+        .connect()
+        .expect("connect")
+        .send(&Request::new("POST", "/orders/ok").body(vec![b'x'; 1000]));
     assert_eq!(echo(&r.expect("response"))["bodyLength"], 1000);
     let m = f.gw.metrics();
-    assert!(sum(&m, "edgegw_limits_reached_total", &[("limit", "request_body")]) >= 1.0, "{m}");
+    assert!(
+        sum(
+            &m,
+            "edgegw_limits_reached_total",
+            &[("limit", "request_body")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 /// A body trickled in is cut by the minimum rate, long before request_timeout.
@@ -276,8 +431,10 @@ fn a_slow_request_body_is_cut() {
     let mut conns = Vec::new();
     for _ in 0..5 {
         let mut c = f.client.connect().expect("connect");
-        c.write_all(b"POST /orders/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n")
-            .expect("head");
+        c.write_all(
+            b"POST /orders/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+        )
+        .expect("head");
         conns.push(c);
     }
     let started = Instant::now();
@@ -293,13 +450,24 @@ fn a_slow_request_body_is_cut() {
         }
     }
     for mut c in conns {
-        answers.push(c.read_response(false).expect("an answer to the slow body").status);
+        answers.push(
+            c.read_response(false)
+                .expect("an answer to the slow body")
+                .status,
+        );
     }
     assert!(answers.iter().all(|s| *s == 408), "{answers:?}");
     let m = f.gw.metrics();
-    assert!(sum(&m, "edgegw_downstream_timeouts_total", &[("phase", "body")]) >= 5.0, "{m}");
+    assert!(
+        sum(&m, "edgegw_downstream_timeouts_total", &[("phase", "body")]) >= 5.0,
+        "{m}"
+    );
     // A body sent at a normal pace passes.
-    let r = f.client.connect().expect("connect").send(&Request::new("POST", "/orders/ok").body(vec![b'x'; 50_000]));
+    let r = f
+        .client
+        .connect()
+        .expect("connect")
+        .send(&Request::new("POST", "/orders/ok").body(vec![b'x'; 50_000]));
     assert_eq!(echo(&r.expect("response"))["bodyLength"], 50_000);
 }
 
@@ -315,9 +483,12 @@ fn slow_and_silent_clients_are_cut_and_a_good_client_is_served() {
     let silent: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(addr).expect("tcp connect"))
         .collect();
-    let mut slow: Vec<TlsConn> = (0..100).map(|_| f.client.connect().expect("tls connect")).collect();
+    let mut slow: Vec<TlsConn> = (0..100)
+        .map(|_| f.client.connect().expect("tls connect"))
+        .collect();
     for c in slow.iter_mut() {
-        c.write_all(b"GET /orders/1 HTTP/1.1\r\n").expect("first line");
+        c.write_all(b"GET /orders/1 HTTP/1.1\r\n")
+            .expect("first line");
     }
     let started = Instant::now();
     let mut good = 0;
@@ -333,7 +504,8 @@ fn slow_and_silent_clients_are_cut_and_a_good_client_is_served() {
     // Every silent TCP connection is closed by the gateway (EOF or reset; a read timeout
     // would mean it is still open: `Err(WouldBlock)` fails below).
     for mut s in silent {
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let mut b = [0u8; 16];
         match s.read(&mut b) {
             Ok(0) => {}
@@ -348,8 +520,22 @@ fn slow_and_silent_clients_are_cut_and_a_good_client_is_served() {
         assert!(closes(c));
     }
     let m = f.gw.metrics();
-    assert!(sum(&m, "edgegw_downstream_timeouts_total", &[("phase", "handshake")]) >= 300.0, "{m}");
-    assert!(sum(&m, "edgegw_downstream_timeouts_total", &[("phase", "header")]) >= 100.0, "{m}");
+    assert!(
+        sum(
+            &m,
+            "edgegw_downstream_timeouts_total",
+            &[("phase", "handshake")]
+        ) >= 300.0,
+        "{m}"
+    );
+    assert!(
+        sum(
+            &m,
+            "edgegw_downstream_timeouts_total",
+            &[("phase", "header")]
+        ) >= 100.0,
+        "{m}"
+    );
 }
 
 /// `server.max_connections`: beyond it, a new connection waits in the accept queue (its
@@ -371,13 +557,23 @@ fn max_connections_makes_new_connections_wait() {
         }
     });
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(!third.is_finished(), "a third connection was served beyond max_connections = 2");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections = 2"
+    );
     drop(b);
     let (waited, status) = third.join().expect("third thread");
     assert_eq!(status, 200);
     assert!(waited >= Duration::from_millis(1000), "{waited:?}");
     let m = f.gw.metrics();
-    assert!(sum(&m, "edgegw_limits_reached_total", &[("limit", "connections")]) >= 1.0, "{m}");
+    assert!(
+        sum(
+            &m,
+            "edgegw_limits_reached_total",
+            &[("limit", "connections")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 /// `upstream.max_connections_per_backend`: a request beyond it waits for a slot, and gets
@@ -393,7 +589,11 @@ fn backend_connection_limit_queues_then_504() {
     let started = Instant::now();
     let r = f.client.get("/orders/second");
     assert_error(&r, 504, "BackendTimeout");
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(slow.join().expect("slow"), 200);
     // With the slot free again, requests pass.
     echo(&f.client.get("/orders/after"));
@@ -406,7 +606,14 @@ fn backend_connection_limit_queues_then_504() {
     echo(&f.client.get("/orders/queued"));
     assert_eq!(slow.join().expect("slow"), 200);
     let m = f.gw.metrics();
-    assert!(sum(&m, "edgegw_limits_reached_total", &[("limit", "backend_connections")]) >= 2.0, "{m}");
+    assert!(
+        sum(
+            &m,
+            "edgegw_limits_reached_total",
+            &[("limit", "backend_connections")]
+        ) >= 2.0,
+        "{m}"
+    );
 }
 
 /// The gateway's resident memory, from /proc.
@@ -431,13 +638,18 @@ fn large_bodies_stream_with_flat_memory() {
     for size in [10_000_000usize, 100_000_000] {
         // Upload, Content-Length, written in 1 MB pieces.
         let mut c = f.client.connect().expect("connect");
-        let head = format!("PUT /orders/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n");
+        let head = format!(
+            "PUT /orders/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n"
+        );
         c.write_all(head.as_bytes()).expect("head");
         let piece = vec![b'u'; 1_000_000];
         for _ in 0..size / piece.len() {
             c.write_all(&piece).expect("body");
         }
-        assert_eq!(echo(&c.read_response(false).expect("response"))["bodyLength"], size);
+        assert_eq!(
+            echo(&c.read_response(false).expect("response"))["bodyLength"],
+            size
+        );
         // Download: the backend streams `size` bytes.
         let r = f.client.get(&format!("/orders/big?bytes={size}"));
         assert_eq!(r.status, 200);

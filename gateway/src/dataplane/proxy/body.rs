@@ -40,7 +40,8 @@ impl BodyLimits {
         if self.min_rate == 0 {
             return self.read_timeout;
         }
-        let allowed = self.read_timeout + Duration::from_secs_f64(received as f64 / self.min_rate as f64);
+        let allowed =
+            self.read_timeout + Duration::from_secs_f64(received as f64 / self.min_rate as f64);
         let deadline = started + allowed;
         deadline
             .saturating_duration_since(Instant::now())

@@ -58,6 +58,7 @@ pub(super) async fn send(
     req: &Request<'_>,
     target: &Target,
     upstream_head: &[u8],
+    fresh_only: bool,
 ) -> Result<Sent, ProxyError> {
     let body_pending = req.checked.framing != Framing::Empty;
     // With the request body still unread, an error leaves the client connection unusable.
@@ -67,7 +68,7 @@ pub(super) async fn send(
         ProxyError::new(ErrorKind::HeadSendFailed, why).closing()
     };
     let slot = backend_slot(ctx, target).await.map_err(unless_body_read)?;
-    let mut conn = connection(ctx, target, false)
+    let mut conn = connection(ctx, target, fresh_only)
         .await
         .map_err(unless_body_read)?;
     let at = Instant::now();

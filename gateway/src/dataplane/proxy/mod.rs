@@ -257,12 +257,15 @@ async fn handle_request(
                 (req.api.as_ref() != NO_API).then_some(&*req.api),
                 req.backend.as_deref(),
             );
-            let keep_alive = !e.close;
-            let sent = respond::error(client, &e, keep_alive, &req.id).await.is_ok();
+            // The client may have asked to close (`Connection: close`, HTTP/1.0).
+            let keep_alive = !e.close && req.checked.keep_alive;
+            let sent = respond::error(client, &e, keep_alive, &req.id)
+                .await
+                .is_ok();
             Outcome {
                 status: mapping.status,
                 keep_alive: keep_alive && sent,
-                linger: !keep_alive,
+                linger: e.close,
                 upstream: None,
                 error: Some(mapping.label),
             }
@@ -306,8 +309,28 @@ async fn proxy(
     }
     let mut upstream_head = std::mem::take(&mut client.upstream_head);
     route::build_upstream_head(&mut upstream_head, req, &routed, &client.peer_ip);
-    let sent = forward::send(ctx, client, req, target, &upstream_head).await;
+    let result = send_and_relay(ctx, client, req, target, &upstream_head).await;
     client.upstream_head = upstream_head;
-    let sent = sent?;
-    respond::relay(ctx, client, req, target, sent).await
+    result
+}
+
+/// Sends the request and relays the answer. A replayable request (idempotent, no body)
+/// that met a pooled connection the backend had just closed goes once more on a new
+/// connection: the backend never saw it (RFC 9110 §9.2.2; NGINX does the same).
+async fn send_and_relay(
+    ctx: &WorkerContext,
+    client: &mut Downstream,
+    req: &Request<'_>,
+    target: &crate::snapshot::Target,
+    upstream_head: &[u8],
+) -> Result<Outcome, ProxyError> {
+    let sent = forward::send(ctx, client, req, target, upstream_head, false).await?;
+    match respond::relay(ctx, client, req, target, sent).await {
+        Err(e) if e.stale_connection && request::replayable(req.head, &req.checked) => {
+            tracing::debug!(request_id = %req.id, detail = %e.detail, "pooled connection was closed by the backend; sending again on a new one");
+            let sent = forward::send(ctx, client, req, target, upstream_head, true).await?;
+            respond::relay(ctx, client, req, target, sent).await
+        }
+        result => result,
+    }
 }

@@ -39,8 +39,7 @@ pub(super) async fn read_head(
         let wait = if idle {
             ctx.limits.idle_timeout
         } else {
-            let d =
-                *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_timeout);
+            let d = *deadline.get_or_insert_with(|| Instant::now() + ctx.limits.header_timeout);
             d.saturating_duration_since(Instant::now())
         };
         let fd = client.tls.raw_fd();
@@ -124,14 +123,25 @@ pub(super) fn check<'a>(head: &'a RequestHead, limits: &Limits) -> Result<Checke
     };
     let target = match path::normalize(head.target()) {
         Ok(target) => target,
-        Err(e) => return refuse(ErrorKind::InvalidPath, format!("Request target refused: {}.", e.0)),
+        Err(e) => {
+            return refuse(
+                ErrorKind::InvalidPath,
+                format!("Request target refused: {}.", e.0),
+            )
+        }
     };
     let hosts = head.headers().filter(|h| h.is("host")).count();
     if hosts > 1 {
-        return refuse(ErrorKind::MalformedRequest, "More than one Host header.".into());
+        return refuse(
+            ErrorKind::MalformedRequest,
+            "More than one Host header.".into(),
+        );
     }
     if hosts == 0 && head.minor_version >= 1 && target.authority.is_none() {
-        return refuse(ErrorKind::MalformedRequest, "HTTP/1.1 request without Host.".into());
+        return refuse(
+            ErrorKind::MalformedRequest,
+            "HTTP/1.1 request without Host.".into(),
+        );
     }
     if let Framing::Length(n) = framing {
         if limits.max_request_body > 0 && n > limits.max_request_body {
@@ -182,6 +192,13 @@ pub(super) async fn first_chunk_line(
             };
             e.closing()
         })
+}
+
+/// Whether the request may be sent again after a failed attempt the backend cannot have
+/// seen: an idempotent method (RFC 9110 §9.2.2) and no body (a streamed body is gone).
+pub(super) fn replayable(head: &RequestHead, checked: &Checked<'_>) -> bool {
+    const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+    checked.framing == Framing::Empty && IDEMPOTENT.contains(&head.method())
 }
 
 /// Whether the client waits for `100 Continue` before it sends the body.

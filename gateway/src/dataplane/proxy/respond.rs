@@ -61,15 +61,24 @@ pub(super) async fn relay(
             .map_err(|e| match e {
                 FirstChunkError::Invalid(why) => ProxyError::new(
                     ErrorKind::InvalidResponse,
-                    format!("Backend {} sent an invalid chunked body: {why}.", target.backend_id),
+                    format!(
+                        "Backend {} sent an invalid chunked body: {why}.",
+                        target.backend_id
+                    ),
                 ),
                 FirstChunkError::Closed => ProxyError::new(
                     ErrorKind::ReadFailed,
-                    format!("Backend {} closed before its chunked body began.", target.backend_id),
+                    format!(
+                        "Backend {} closed before its chunked body began.",
+                        target.backend_id
+                    ),
                 ),
                 FirstChunkError::Timeout => ProxyError::new(
                     ErrorKind::ResponseTimeout,
-                    format!("Backend {} stalled before its chunked body began.", target.backend_id),
+                    format!(
+                        "Backend {} stalled before its chunked body began.",
+                        target.backend_id
+                    ),
                 ),
             })?;
     }
@@ -205,8 +214,26 @@ async fn read_head(
     head: &mut ResponseHead,
 ) -> Result<(), ProxyError> {
     let deadline = Instant::now() + ctx.limits.request_timeout;
+    // A reused connection that ends or fails before the first byte of an answer was one
+    // the backend had closed: see `ProxyError::stale_connection`.
+    let silent_reuse = conn.reused && conn.buffered.is_empty();
+    let mut answered = false;
+    let stale = |e: ProxyError, answered: bool| {
+        let before_any_answer = silent_reuse && !answered;
+        if before_any_answer
+            && matches!(
+                e.kind,
+                ErrorKind::ClosedWithoutAnswer | ErrorKind::ReadFailed
+            )
+        {
+            e.on_stale_connection()
+        } else {
+            e
+        }
+    };
     loop {
         if !conn.buffered.is_empty() {
+            answered = true;
             match head.parse(conn.buffered.data()) {
                 Ok(Some(len)) => {
                     conn.buffered.consume(len);
@@ -240,16 +267,17 @@ async fn read_head(
                 ))
             }
             Ok(Ok(0)) => {
-                return Err(ProxyError::new(
+                let e = ProxyError::new(
                     ErrorKind::ClosedWithoutAnswer,
                     format!(
                         "Backend {} closed the connection without answering.",
                         target.backend_id
                     ),
-                ))
+                );
+                return Err(stale(e, answered));
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(read_error(ctx, target, &e)),
+            Ok(Ok(_)) => answered = true,
+            Ok(Err(e)) => return Err(stale(read_error(ctx, target, &e), answered)),
         }
     }
 }

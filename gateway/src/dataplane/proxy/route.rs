@@ -50,7 +50,10 @@ pub(super) fn route<'s>(
     }
     let Some((route, rest)) = found else {
         let e = if snapshot.configured {
-            ProxyError::new(ErrorKind::NoRoute, format!("No API matches the path {path}."))
+            ProxyError::new(
+                ErrorKind::NoRoute,
+                format!("No API matches the path {path}."),
+            )
         } else {
             ProxyError::new(
                 ErrorKind::NotConfigured,
