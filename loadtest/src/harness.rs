@@ -94,6 +94,27 @@ impl Pki {
         Ok(Pki { kit })
     }
 
+    /// `n` more client certificates, each with its own P-256 key and subject
+    /// (`CN=loadtest-rot-I`), as PKCS#12 files with [`P12_PASSWORD`]; returns their paths.
+    /// What a rotation re-uploads: every upload a new thumbprint.
+    pub fn client_variants(&self, n: usize) -> Result<Vec<PathBuf>, String> {
+        (0..n)
+            .map(|i| {
+                let name = format!("rot-{i}");
+                self.kit.self_signed(
+                    &name,
+                    &Cert::new(
+                        &format!("/CN=loadtest-rot-{i}/O=edgegw-loadtest"),
+                        KeyType::P256,
+                    ),
+                )?;
+                let file = format!("{name}.p12");
+                self.kit.pkcs12(&file, &P12::new(&name, P12_PASSWORD))?;
+                Ok(self.kit.path(&file))
+            })
+            .collect()
+    }
+
     pub fn dir(&self) -> &Path {
         self.kit.dir()
     }
@@ -302,6 +323,28 @@ impl Server {
         workers: usize,
         edgegw_pin_workers: bool,
     ) -> Result<Server, String> {
+        Self::start_inner(kind, pki, backend_port, workers, edgegw_pin_workers, &[])
+    }
+
+    /// edgegw as `start` configures it (not pinned), plus more config keys:
+    /// `(section, key, TOML value)`, e.g. `("listener", "header_timeout", "\"3s\"")`.
+    pub fn start_edgegw(
+        pki: &Pki,
+        backend_port: u16,
+        workers: usize,
+        extra: &[(&str, &str, String)],
+    ) -> Result<Server, String> {
+        Self::start_inner(Kind::Edgegw, pki, backend_port, workers, false, extra)
+    }
+
+    fn start_inner(
+        kind: Kind,
+        pki: &Pki,
+        backend_port: u16,
+        workers: usize,
+        edgegw_pin_workers: bool,
+        extra: &[(&str, &str, String)],
+    ) -> Result<Server, String> {
         let workdir = testkit::temp_dir(&format!("loadtest-{}", kind.name()))?;
         let w = workdir.path();
         let port = free_port()?;
@@ -312,7 +355,7 @@ impl Server {
                 let admin_port = free_port()?;
                 let metrics_port = free_port()?;
                 let ports = (port, admin_port, metrics_port);
-                let config = edgegw_config(pki, w, ports, workers, edgegw_pin_workers);
+                let config = edgegw_config(pki, w, ports, workers, edgegw_pin_workers, extra);
                 let path = w.join("edgegw.toml");
                 std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
                 let mut cmd = Command::new(bin_dir()?.join("edgegw"));
@@ -378,10 +421,15 @@ fn edgegw_config(
     (port, admin, metrics): (u16, u16, u16),
     workers: usize,
     pin_workers: bool,
+    extra: &[(&str, &str, String)],
 ) -> String {
     let local = |port: u16| format!("127.0.0.1:{port}");
     let mut cfg =
         testkit::EdgegwConfig::new(&w.join("data"), local(port), local(admin), local(metrics));
+    cfg.extra = extra
+        .iter()
+        .map(|(section, key, value)| (section.to_string(), key.to_string(), value.clone()))
+        .collect();
     cfg.workers = workers;
     cfg.pin_workers = Some(pin_workers);
     cfg.shutdown_grace = "2s".into();

@@ -3,13 +3,17 @@
 
 pub mod admin;
 pub mod backend;
+pub mod churn;
 pub mod client;
 pub mod compare;
 pub mod fleet;
 pub mod harness;
+pub mod paced;
 pub mod pacing;
 pub mod procs;
 pub mod run;
 pub mod serve;
+pub mod slowloris;
+pub mod soak;
 pub mod stats;
 pub mod thirdparty;

@@ -1,7 +1,7 @@
 //! `loadtest`: edgegw's load generator and the mTLS test backend it is measured against.
 
 use clap::{Parser, Subcommand};
-use loadtest::{backend, compare, fleet, run, serve};
+use loadtest::{backend, churn, compare, fleet, run, serve, slowloris, soak};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,15 @@ enum Command {
     /// Fleet mode on a real etcd: time from a write on one node to the first request on
     /// another that uses it, with many certificates in the store.
     Fleet(fleet::FleetArgs),
+    /// Hardening: a bounded soak (modest keep-alive load while the bound client certificate
+    /// is re-uploaded every second), edgegw's RSS and open descriptors sampled as a series.
+    Soak(soak::SoakArgs),
+    /// Hardening: many TLS connections opened and closed; edgegw's open descriptors before,
+    /// right after and after an idle wait.
+    Churn(churn::ChurnArgs),
+    /// Hardening: thousands of silent and slow connections under short listener timeouts,
+    /// and a good client's latency beside them and on the idle gateway.
+    Slowloris(slowloris::SlowlorisArgs),
 }
 
 fn main() {
@@ -44,6 +53,9 @@ fn main() {
         Command::Compare(args) => compare::run(*args),
         Command::Serve(args) => serve::run(args),
         Command::Fleet(args) => fleet::run(args),
+        Command::Soak(args) => soak::run(args),
+        Command::Churn(args) => churn::run(args),
+        Command::Slowloris(args) => slowloris::run(args),
     };
     if let Err(e) = result {
         eprintln!("loadtest: {e}");

@@ -94,6 +94,58 @@ pub fn rss_kib(root: u32) -> u64 {
         .sum()
 }
 
+/// Resident memory (KiB) of process `pid` alone (`VmRSS` of /proc/PID/status); 0 if gone.
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| parse_vm_rss(&s))
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of process `pid` (entries of /proc/PID/fd); 0 if gone.
+pub fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+}
+
+/// Established TCP connections of process `pid` to `port` (any address), from its socket
+/// descriptors and /proc/net/tcp and tcp6: e.g. edgegw's upstream connections to a backend.
+pub fn connections_to(pid: u32, port: u16) -> u64 {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|t| std::fs::read_to_string(t).unwrap_or_default())
+        .map(|table| count_established(&table, port, &inodes))
+        .sum()
+}
+
+/// Rows of a /proc/net/tcp table in state ESTABLISHED to remote `port` whose inode is one
+/// of `inodes`.
+fn count_established(table: &str, port: u16, inodes: &std::collections::HashSet<String>) -> u64 {
+    let remote = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&remote) && f[3] == "01" && inodes.contains(f[9])
+        })
+        .count() as u64
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     status
         .lines()
@@ -148,6 +200,23 @@ mod tests {
     }
 
     #[test]
+    fn established_rows_are_counted_by_remote_port_and_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+            0: 0100007F:A1B2 0100007F:24DB 01 00000000:00000000 00:00000000 00000000 0 0 111 1\n\
+            1: 0100007F:A1B3 0100007F:24DB 06 00000000:00000000 00:00000000 00000000 0 0 112 1\n\
+            2: 0100007F:A1B4 0100007F:24DB 01 00000000:00000000 00:00000000 00000000 0 0 999 1\n\
+            3: 0100007F:A1B5 0100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 113 1\n";
+        let inodes = ["111", "112", "113"]
+            .map(String::from)
+            .into_iter()
+            .collect();
+        assert_eq!(count_established(table, 0x24DB, &inodes), 1);
+        assert_eq!(count_established(table, 0x1F90, &inodes), 1);
+        assert_eq!(count_established(table, 1, &inodes), 0);
+        assert_eq!(connections_to(u32::MAX, 443), 0);
+    }
+
+    #[test]
     fn descendants_follow_the_tree() {
         let parent_of: HashMap<u32, u32> = [(10, 1), (11, 10), (12, 10), (13, 11), (20, 1)]
             .into_iter()
@@ -171,6 +240,9 @@ mod tests {
             std::hint::black_box(x);
         }
         assert!(cpu_time(me) > Duration::ZERO);
+        assert!(vm_rss_kib(me) > 0);
+        assert!(open_fds(me) >= 3);
+        assert_eq!(open_fds(u32::MAX), 0);
         assert_eq!(parse_vm_rss("Name: x\nVmRSS:\t  1234 kB\n"), Some(1234));
     }
 }
