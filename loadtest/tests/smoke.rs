@@ -1,6 +1,8 @@
 //! CI smoke run: the test backend and edgegw as real processes (binaries from the same target
 //! directory), then every scenario of `loadtest run` for about two seconds each, asserting
-//! zero errors. Never a speed: the machine may be busy.
+//! zero errors; and the hardening commands (`soak`, `churn`, `slowloris`) in miniature,
+//! asserting only that they run and print their summary lines. Never a speed: the machine
+//! may be busy.
 
 // Test code: helpers outside #[test] functions fail their test by panicking, with the message.
 #![allow(clippy::expect_used)]
@@ -214,4 +216,85 @@ fn nginx_and_haproxy_proxy_to_the_backend() {
             server.proc.log_tail()
         );
     }
+}
+
+/// Runs `loadtest ARGS`; asserts it succeeded and printed every one of `lines` (beginnings of
+/// summary lines, never figures).
+fn hardening_command(args: &[&str], lines: &[&str]) {
+    if let Err(e) = harness::bin_dir() {
+        panic!("{e}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    for line in lines {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(line)),
+            "{args:?}: no line starting with {line:?}:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn soak_prints_its_series_and_verdict() {
+    hardening_command(
+        &[
+            "soak",
+            "--duration",
+            "5s",
+            "--sample-every",
+            "1s",
+            "--rate",
+            "50",
+        ],
+        &["[", "soak summary:", "rss  first", "fds  first", "verdict:"],
+    );
+}
+
+#[test]
+fn churn_prints_descriptors_before_and_after() {
+    hardening_command(
+        &[
+            "churn",
+            "--connections",
+            "500",
+            "--warmup",
+            "50",
+            "--idle-wait",
+            "1s",
+        ],
+        &["connections", "edgegw fds", "edgegw rss", "fd leak:"],
+    );
+}
+
+#[test]
+fn slowloris_prints_the_good_client_beside_the_slow_ones() {
+    hardening_command(
+        &[
+            "slowloris",
+            "--slow",
+            "20",
+            "--duration",
+            "3s",
+            "--baseline",
+            "2s",
+            "--ramp",
+            "1s",
+        ],
+        &[
+            "idle gateway",
+            "beside 20 slow connections",
+            "slow: silent TCP",
+            "slow: slow request head",
+            "edgegw: fds",
+        ],
+    );
 }
