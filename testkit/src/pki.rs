@@ -117,6 +117,9 @@ pub struct P12<'a> {
     password: &'a str,
     legacy: bool,
     friendly_name: Option<&'a str>,
+    iterations: Option<u32>,
+    mac_iterations_one: bool,
+    plain_certificates: bool,
 }
 
 impl<'a> P12<'a> {
@@ -129,7 +132,29 @@ impl<'a> P12<'a> {
             password,
             legacy: false,
             friendly_name: None,
+            iterations: None,
+            mac_iterations_one: false,
+            plain_certificates: false,
         }
+    }
+
+    /// `-iter N`: key-derivation iterations of the encryption and (unless
+    /// [`P12::mac_iterations_one`]) of the MAC.
+    pub fn iterations(mut self, n: u32) -> P12<'a> {
+        self.iterations = Some(n);
+        self
+    }
+
+    /// `-nomaciter`: the MAC key derived with one iteration, whatever `-iter` says.
+    pub fn mac_iterations_one(mut self) -> P12<'a> {
+        self.mac_iterations_one = true;
+        self
+    }
+
+    /// `-certpbe NONE`: the certificates stored unencrypted (only the key bag is encrypted).
+    pub fn plain_certificates(mut self) -> P12<'a> {
+        self.plain_certificates = true;
+        self
     }
 
     /// `-legacy`: RC2/3DES and a SHA-1 MAC, what older tools (and Windows) write.
@@ -396,6 +421,16 @@ impl Pki {
         }
         if p12.legacy {
             a.push("-legacy");
+        }
+        let iterations = p12.iterations.map(|n| n.to_string());
+        if let Some(n) = &iterations {
+            a.extend(["-iter", n]);
+        }
+        if p12.mac_iterations_one {
+            a.push("-nomaciter");
+        }
+        if p12.plain_certificates {
+            a.extend(["-certpbe", "NONE"]);
         }
         a.extend(["-passout", &pass, "-out", file]);
         self.openssl(&a)?;

@@ -537,12 +537,37 @@ impl TlsClient {
         Self::build(addr, None, Some(ca_file))
     }
 
+    /// A client that presents the certificate `cert` (PEM) with its key `key` (PEM) to the
+    /// gateway.
+    pub fn with_client_certificate(
+        addr: SocketAddr,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> TlsClient {
+        Self::build_with(addr, None, None, Some((cert, key)))
+    }
+
     fn build(
         addr: SocketAddr,
         max: Option<SslVersion>,
         ca_file: Option<&std::path::Path>,
     ) -> TlsClient {
+        Self::build_with(addr, max, ca_file, None)
+    }
+
+    fn build_with(
+        addr: SocketAddr,
+        max: Option<SslVersion>,
+        ca_file: Option<&std::path::Path>,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> TlsClient {
         let mut b = SslConnector::builder(SslMethod::tls()).expect("connector builder");
+        if let Some((cert, key)) = identity {
+            b.set_certificate_chain_file(cert)
+                .expect("client certificate");
+            b.set_private_key_file(key, boring::ssl::SslFiletype::PEM)
+                .expect("client key");
+        }
         if max.is_some() {
             b.set_max_proto_version(max).expect("max version");
         }

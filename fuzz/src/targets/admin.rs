@@ -199,6 +199,7 @@ fn base_state() -> Result<(MemState, String), String> {
         tls: Some(TlsBody {
             validate_certificate_chain: false,
             validate_certificate_name: true,
+            ..TlsBody::default()
         }),
         credentials,
     };

@@ -52,6 +52,8 @@ impl Operation {
 pub enum AuditKind {
     /// `/certificates/{id}`.
     Certificate,
+    /// `/caCertificates/{id}`.
+    CaCertificate,
     /// `/backends/{id}`.
     Backend,
     /// `/apis/{id}`.
@@ -65,6 +67,7 @@ impl AuditKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Certificate => "certificate",
+            Self::CaCertificate => "caCertificate",
             Self::Backend => "backend",
             Self::Api => "api",
             Self::Policy => "policy",

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
-use super::rest::{ApiBody, BackendBody, CertificateBody, CertificateResource};
+use super::rest::{ApiBody, BackendBody, CaCertificateBody, CertificateBody, CertificateResource};
 use super::{AdminError, AdminToken, ControlPlane, Expect, Written};
 use crate::model::ResourceId;
 use crate::secret::Secret;
@@ -89,6 +89,13 @@ pub fn router_with_readiness(
             get(get_certificate)
                 .put(put_certificate)
                 .delete(delete_certificate),
+        )
+        .route("/caCertificates", get(list_ca_certificates))
+        .route(
+            "/caCertificates/{id}",
+            get(get_ca_certificate)
+                .put(put_ca_certificate)
+                .delete(delete_ca_certificate),
         )
         .route("/backends", get(list_backends))
         .route(
@@ -542,6 +549,57 @@ async fn delete_certificate(
     let id = resource_id(path)?;
     let expect = expectation(&headers)?;
     write(c, move |c| c.delete_certificate(&id, &expect)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- CA certificates ----
+
+async fn list_ca_certificates(State(c): Control) -> Json<serde_json::Value> {
+    Json(json!({ "value": c.ca_certificates() }))
+}
+
+async fn get_ca_certificate(
+    State(c): Control,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, AdminError> {
+    let id = resource_id(path)?;
+    let revision = c.view().revision_of(Kind::CaCertificate, &id);
+    let resource = c
+        .ca_certificate(&id)
+        .ok_or_else(|| AdminError::not_found("CA certificate", &id))?;
+    Ok(with_etag(Json(resource).into_response(), revision))
+}
+
+async fn put_ca_certificate(
+    State(c): Control,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AdminError> {
+    let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
+    let body: CaCertificateBody = json_body(body)?;
+    let compact: Vec<u8> = body
+        .data
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let data = BASE64
+        .decode(compact)
+        .map_err(|_| AdminError::invalid_request("The field data is not valid base64."))?;
+    let (status, resource, revision) =
+        write(c, move |c| c.put_ca_certificate(id, &data, &expect)).await?;
+    Ok(written(status, resource, revision))
+}
+
+async fn delete_ca_certificate(
+    State(c): Control,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AdminError> {
+    let id = resource_id(path)?;
+    let expect = expectation(&headers)?;
+    write(c, move |c| c.delete_ca_certificate(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -45,6 +45,7 @@ pub use error::AdminError;
 pub use http::{router, router_with_readiness, NotReady, Readiness};
 pub use token::{resolve_token, AdminToken, ADMIN_TOKEN_FILE};
 
+use crate::model::ca::parse_ca_certificate;
 use crate::model::certificate::parse_pkcs12;
 use crate::model::policy::{parse_policy, EMPTY_POLICY};
 use crate::model::{
@@ -53,7 +54,7 @@ use crate::model::{
 use crate::store::{
     records, Condition, Contents, Kind, MasterKey, Store, StoreError, Transaction, Update,
 };
-use rest::{ApiBody, ApiResource, BackendBody, BackendResource};
+use rest::{ApiBody, ApiResource, BackendBody, BackendResource, CaCertificateResource};
 
 /// Called with the complete resources after loading and after every change; builds and
 /// swaps in the data plane's next snapshot.
@@ -228,6 +229,9 @@ pub struct ControlPlane {
     applied_lock: Mutex<()>,
     /// Whether the store is shared (see the module documentation).
     shared: bool,
+    /// The CA certificates `listener.client_ca_ids` names (the config file's, fixed for the
+    /// life of the process): they cannot be deleted.
+    listener_ca_ids: Vec<ResourceId>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -292,7 +296,16 @@ impl ControlPlane {
             applied: Condvar::new(),
             applied_lock: Mutex::new(()),
             shared,
+            listener_ca_ids: Vec::new(),
         })
+    }
+
+    /// The CA certificates the listener checks callers against (`listener.client_ca_ids`):
+    /// a delete of one of them is refused, naming the setting.
+    #[must_use]
+    pub fn with_listener_ca_ids(mut self, ids: Vec<ResourceId>) -> Self {
+        self.listener_ca_ids = ids;
+        self
     }
 
     /// Records every later change in `log` (see [`audit`]): one JSON line, fsynced before
@@ -482,6 +495,132 @@ impl ControlPlane {
         })
     }
 
+    /// A CA certificate's resource.
+    pub fn ca_certificate(&self, id: &ResourceId) -> Option<CaCertificateResource> {
+        self.with_resources(|r| {
+            r.ca_certificates
+                .get(id)
+                .map(|c| CaCertificateResource::new(id, &c.info, c.certificates.len()))
+        })
+    }
+
+    /// Every CA certificate, sorted by id.
+    pub fn ca_certificates(&self) -> Vec<CaCertificateResource> {
+        self.with_resources(|r| {
+            r.ca_certificates
+                .iter()
+                .map(|(id, c)| CaCertificateResource::new(id, &c.info, c.certificates.len()))
+                .collect()
+        })
+    }
+
+    /// Uploads (or replaces) a CA certificate. A replacement applies from the next new
+    /// upstream connection of every backend that trusts it (its identity changes, so does
+    /// the pool key: connections verified under the old one are not reused).
+    pub fn put_ca_certificate(
+        &self,
+        id: ResourceId,
+        data: &[u8],
+        expect: &Expect,
+    ) -> Result<(Written, CaCertificateResource, u64), AdminError> {
+        let ca = parse_ca_certificate(id.clone(), data)
+            .map_err(|e| AdminError::bad_request(e.code(), e.to_string()))?;
+        let mut writer = self.lock();
+        let view = self.view();
+        expect.check(
+            "CA certificate",
+            &id,
+            view.revision_of(Kind::CaCertificate, &id),
+        )?;
+        let written = if view.resources.ca_certificates.contains_key(&id) {
+            Written::Replaced
+        } else {
+            Written::Created
+        };
+        let record = records::encode_ca_certificate(&ca)?;
+        let audit = AuditRecord {
+            operation: Operation::Put,
+            kind: AuditKind::CaCertificate,
+            id: id.clone(),
+            thumbprint: Some(ca.info.thumbprint),
+            created: Some(written == Written::Created),
+        };
+        let conditions = vec![view.at(Kind::CaCertificate, &id)];
+        let transaction = Transaction::put(conditions, Kind::CaCertificate, id.as_str(), record);
+        let revision = self.write(&mut writer, &audit, transaction)?;
+        info!(
+            kind = "caCertificate",
+            id = %id,
+            thumbprint = %ca.info.thumbprint,
+            subject = %ca.info.subject,
+            replaced = written == Written::Replaced,
+            revision,
+            "CA certificate stored"
+        );
+        Ok((
+            written,
+            CaCertificateResource::new(&id, &ca.info, ca.certificates.len()),
+            revision,
+        ))
+    }
+
+    /// Deletes a CA certificate unless a backend trusts it or the listener checks callers
+    /// against it.
+    pub fn delete_ca_certificate(
+        &self,
+        id: &ResourceId,
+        expect: &Expect,
+    ) -> Result<(), AdminError> {
+        let mut writer = self.lock();
+        let view = self.view();
+        let resources = &view.resources;
+        let Some(ca) = resources.ca_certificates.get(id) else {
+            return Err(AdminError::not_found("CA certificate", id));
+        };
+        expect.check(
+            "CA certificate",
+            id,
+            view.revision_of(Kind::CaCertificate, id),
+        )?;
+        let mut dependents: Vec<serde_json::Value> = resources
+            .backends
+            .values()
+            .filter(|b| b.trust.ca_ids.contains(id))
+            .map(|b| json!({"kind": "backend", "id": b.id.as_str()}))
+            .collect();
+        if self.listener_ca_ids.contains(id) {
+            dependents.push(json!({"kind": "listener", "setting": "listener.client_ca_ids"}));
+        }
+        if !dependents.is_empty() {
+            return Err(AdminError::conflict(
+                "CertificateInUse",
+                format!(
+                    "CA certificate {id} is in use; remove the references listed in details first."
+                ),
+                dependents,
+            ));
+        }
+        let audit = AuditRecord {
+            operation: Operation::Delete,
+            kind: AuditKind::CaCertificate,
+            id: id.clone(),
+            thumbprint: Some(ca.info.thumbprint),
+            created: None,
+        };
+        // No backend may have started trusting it since the view was complete.
+        let transaction = Transaction::delete(
+            vec![
+                view.at(Kind::CaCertificate, id),
+                view.none_written_after(Kind::Backend),
+            ],
+            Kind::CaCertificate,
+            id.as_str(),
+        );
+        self.write(&mut writer, &audit, transaction)?;
+        info!(kind = "caCertificate", id = %id, "CA certificate deleted");
+        Ok(())
+    }
+
     /// A backend's resource.
     pub fn backend(&self, id: &ResourceId) -> Option<BackendResource> {
         self.with_resources(|r| r.backends.get(id).map(BackendResource::from))
@@ -622,6 +761,15 @@ impl ControlPlane {
         let resources = &view.resources;
         expect.check("backend", &id, view.revision_of(Kind::Backend, &id))?;
         let mut conditions = vec![view.at(Kind::Backend, &id)];
+        for ca in &backend.trust.ca_ids {
+            if !resources.ca_certificates.contains_key(ca) {
+                return Err(AdminError::bad_request(
+                    "CaCertificateNotFound",
+                    format!("CA certificate {ca} (in tls.trustedCaCertificateIds) does not exist."),
+                ));
+            }
+            conditions.push(view.at(Kind::CaCertificate, ca));
+        }
         let thumbprint = match &backend.credential {
             Some(r) => {
                 let t = resolve_certificate(resources, r)?;

@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize as _;
 
+use crate::model::ca::CaInfo;
 use crate::model::{
-    format_rfc3339, Api, Backend, CertificateInfo, CertificateRef, InvalidRequest, ResourceId,
-    Thumbprint,
+    format_rfc3339, Api, Backend, BackendTrust, CertificateInfo, CertificateRef, InvalidRequest,
+    ResourceId, Thumbprint,
 };
 
 /// The body of `PUT /certificates/{id}`. `Debug` leaves out both fields; both are wiped on
@@ -80,6 +81,45 @@ impl CertificateResource {
     }
 }
 
+/// The body of `PUT /caCertificates/{id}`: base64 of one DER certificate or of a PEM file
+/// with one or more.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CaCertificateBody {
+    pub data: String,
+}
+
+/// The CA certificate resource of the REST API (its first certificate).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificateResource {
+    pub id: String,
+    pub subject: String,
+    pub issuer: String,
+    /// SHA-1 of the DER, 40 uppercase hex characters.
+    pub thumbprint: String,
+    /// RFC 3339 UTC.
+    pub not_before: String,
+    /// RFC 3339 UTC.
+    pub expiration_date: String,
+    /// How many certificates the upload holds (a PEM bundle may hold several).
+    pub certificate_count: usize,
+}
+
+impl CaCertificateResource {
+    pub fn new(id: &ResourceId, info: &CaInfo, certificate_count: usize) -> Self {
+        Self {
+            id: id.to_string(),
+            subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
+            thumbprint: info.thumbprint.to_string(),
+            not_before: format_rfc3339(info.not_before),
+            expiration_date: format_rfc3339(info.not_after),
+            certificate_count,
+        }
+    }
+}
+
 /// The body of `PUT /backends/{id}`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -94,8 +134,10 @@ pub struct BackendBody {
     pub credentials: Option<CredentialsBody>,
 }
 
-/// `"tls": {"validateCertificateChain": true, "validateCertificateName": true}`.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// `"tls": {"validateCertificateChain": true, "validateCertificateName": true,
+/// "trustedCaCertificateIds": [...], "serverX509Names": [...],
+/// "serverCertificateThumbprints": [...]}`; the lists are left out when empty.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsBody {
     /// Verify the backend's chain against the trust store.
@@ -104,6 +146,15 @@ pub struct TlsBody {
     /// Verify the backend's certificate names the URL's host.
     #[serde(default = "yes")]
     pub validate_certificate_name: bool,
+    /// CA certificate ids the chain is validated against instead of the system store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_ca_certificate_ids: Vec<String>,
+    /// Names the certificate must carry instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_x509_names: Vec<String>,
+    /// SHA-1 thumbprints one of which the backend's certificate must have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_certificate_thumbprints: Vec<String>,
 }
 
 impl Default for TlsBody {
@@ -111,8 +162,32 @@ impl Default for TlsBody {
         Self {
             validate_certificate_chain: true,
             validate_certificate_name: true,
+            trusted_ca_certificate_ids: Vec::new(),
+            server_x509_names: Vec::new(),
+            server_certificate_thumbprints: Vec::new(),
         }
     }
+}
+
+/// Reads the trust lists of a `tls` body.
+fn parse_trust(tls: &TlsBody) -> Result<BackendTrust, InvalidRequest> {
+    let mut trust = BackendTrust::default();
+    for raw in &tls.trusted_ca_certificate_ids {
+        trust.ca_ids.push(ResourceId::parse(raw).map_err(|_| {
+            InvalidRequest(format!(
+                "tls.trustedCaCertificateIds: {raw:?} is not an id (1 to 80 characters of A-Z a-z 0-9 . _ -)."
+            ))
+        })?);
+    }
+    for raw in &tls.server_certificate_thumbprints {
+        trust.pins.push(Thumbprint::parse(raw).ok_or_else(|| {
+            InvalidRequest(format!(
+                "tls.serverCertificateThumbprints: {raw:?} is not 40 hexadecimal characters."
+            ))
+        })?);
+    }
+    trust.server_names = tls.server_x509_names.clone();
+    Ok(trust)
 }
 
 fn yes() -> bool {
@@ -191,6 +266,19 @@ impl From<&Backend> for BackendResource {
             tls: TlsBody {
                 validate_certificate_chain: b.validate_chain,
                 validate_certificate_name: b.validate_name,
+                trusted_ca_certificate_ids: b
+                    .trust
+                    .ca_ids
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                server_x509_names: b.trust.server_names.clone(),
+                server_certificate_thumbprints: b
+                    .trust
+                    .pins
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             },
             credentials: b.credential.as_ref().map(credentials_body),
         }
@@ -202,7 +290,7 @@ impl TryFrom<(ResourceId, &BackendBody)> for Backend {
 
     /// Validates a backend body.
     fn try_from((id, body): (ResourceId, &BackendBody)) -> Result<Self, InvalidRequest> {
-        let tls = body.tls.unwrap_or_default();
+        let tls = body.tls.clone().unwrap_or_default();
         let credential = body
             .credentials
             .as_ref()
@@ -214,7 +302,8 @@ impl TryFrom<(ResourceId, &BackendBody)> for Backend {
             tls.validate_certificate_chain,
             tls.validate_certificate_name,
             credential,
-        )
+        )?
+        .with_trust(parse_trust(&tls)?)
     }
 }
 

@@ -132,6 +132,37 @@ pub struct ListenerConfig {
     /// `listener.max_request_body_bytes`: largest request body (413 beyond it); `0` means no
     /// limit. Default 1 GiB.
     pub max_request_body_bytes: u64,
+    /// `listener.client_certificates`: whether the listener asks callers for a certificate:
+    /// `off` (the default), `optional` (asked, checked by API policies) or `required` (a
+    /// handshake without a certificate that verifies against `client_ca_ids` fails).
+    pub client_certificates: ClientCertificates,
+    /// `listener.client_ca_ids`: CA certificate resources callers' certificates are
+    /// verified against (uploaded through the admin API; a re-upload applies to the next
+    /// handshake). Default empty. Each is checked as a resource id when the gateway
+    /// starts (the id rule is the model's, a layer above this one).
+    pub client_ca_ids: Vec<String>,
+    /// `listener.forward_client_certificate`: send the caller's certificate to the backend
+    /// as `X-Forwarded-Client-Cert: Hash=<sha256>;Subject="..."`. Default `false`. A header of
+    /// that name from the caller is removed either way.
+    pub forward_client_certificate: bool,
+}
+
+/// `listener.client_certificates`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertificates {
+    Off,
+    Optional,
+    Required,
+}
+
+impl ClientCertificates {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertificates::Off => "off",
+            ClientCertificates::Optional => "optional",
+            ClientCertificates::Required => "required",
+        }
+    }
 }
 
 /// `[admin]`: the management REST API (plain HTTP).
@@ -303,6 +334,9 @@ impl Config {
                 body_timeout: Duration::from_secs(10),
                 body_min_rate: 1024,
                 max_request_body_bytes: 1 << 30,
+                client_certificates: ClientCertificates::Off,
+                client_ca_ids: Vec::new(),
+                forward_client_certificate: false,
             },
             admin: AdminConfig {
                 address: local(9090),

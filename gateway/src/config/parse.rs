@@ -13,9 +13,10 @@ use toml::{Table, Value};
 use crate::secret::Secret;
 
 use super::{
-    parse_duration, resolve_workers, AccessLog, AdminConfig, Config, ConfigError, ConfigErrors,
-    ListenerConfig, MetricsConfig, ServerConfig, SteeringConfig, SteeringMode, SteeringPolicy,
-    StoreConfig, StoreKind, UpstreamConfig, KNOWN_KEY_EXCHANGE_GROUPS, MAX_WORKERS,
+    parse_duration, resolve_workers, AccessLog, AdminConfig, ClientCertificates, Config,
+    ConfigError, ConfigErrors, ListenerConfig, MetricsConfig, ServerConfig, SteeringConfig,
+    SteeringMode, SteeringPolicy, StoreConfig, StoreKind, UpstreamConfig,
+    KNOWN_KEY_EXCHANGE_GROUPS, MAX_WORKERS,
 };
 
 /// Every section and its keys, in the contract's order.
@@ -46,6 +47,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "body_timeout",
             "body_min_rate",
             "max_request_body_bytes",
+            "client_certificates",
+            "client_ca_ids",
+            "forward_client_certificate",
         ],
     ),
     ("admin", &["address", "token", "allow_plaintext"]),
@@ -205,6 +209,25 @@ impl Parser {
         Some(out)
     }
 
+    /// An array of resource ids (default empty), without duplicates. Their shape is the
+    /// model's rule, checked at start.
+    fn resource_ids(&mut self, section: Section<'_>, key: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let listed = self.string_list(section, key, &[]).unwrap_or_default();
+        for (i, raw) in listed.into_iter().enumerate() {
+            let Some(raw) = raw else { continue };
+            if out.contains(&raw) {
+                self.error(
+                    format!("{}[{i}]", section.key(key)),
+                    format!("{raw:?} is listed twice"),
+                );
+            } else {
+                out.push(raw);
+            }
+        }
+        out
+    }
+
     /// Looks up every section, reporting unknown top-level keys and sections that are not
     /// tables, then unknown keys inside each section.
     fn sections<'t>(&mut self, root: &'t Table) -> Vec<Section<'t>> {
@@ -345,6 +368,28 @@ impl Parser {
                 "max_request_body_bytes",
                 d.max_request_body_bytes,
                 |v| integer_in(v, 0, i64::MAX).map(|n| n as u64),
+            ),
+            client_certificates: self.take_or(
+                s,
+                "client_certificates",
+                d.client_certificates,
+                |v| {
+                    one_of(
+                        v,
+                        &[
+                            ("off", ClientCertificates::Off),
+                            ("optional", ClientCertificates::Optional),
+                            ("required", ClientCertificates::Required),
+                        ],
+                    )
+                },
+            ),
+            client_ca_ids: self.resource_ids(s, "client_ca_ids"),
+            forward_client_certificate: self.take_or(
+                s,
+                "forward_client_certificate",
+                d.forward_client_certificate,
+                boolean,
             ),
         };
 

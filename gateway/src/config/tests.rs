@@ -154,6 +154,9 @@ idle_timeout = "5s"
 body_timeout = "6s"
 body_min_rate = 0
 max_request_body_bytes = 1000
+client_certificates = "optional"
+client_ca_ids = ["partners", "legacy-ca"]
+forward_client_certificate = true
 
 [admin]
 address = "[::1]:19090"
@@ -215,6 +218,9 @@ max_connections_per_backend = 7
             body_timeout: Duration::from_secs(6),
             body_min_rate: 0,
             max_request_body_bytes: 1000,
+            client_certificates: ClientCertificates::Optional,
+            client_ca_ids: vec!["partners".into(), "legacy-ca".into()],
+            forward_client_certificate: true,
         },
         admin: AdminConfig {
             address: addr("[::1]:19090"),

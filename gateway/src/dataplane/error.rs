@@ -8,6 +8,7 @@
 //! name or an errno: those are in the error's `detail`, which goes to the log and to the
 //! operators' lookup by request id (`GET /requests/{id}` on the admin API).
 
+use crate::model::client_rule::ClientCertificateFailure;
 use crate::tls::client::TlsFailure;
 
 /// Which side of the proxy failed.
@@ -82,6 +83,8 @@ pub enum ErrorKind {
     ResponseTimeout,
     /// The backend's response head or framing is invalid.
     InvalidResponse,
+    /// The caller's certificate failed the API's `<validate-client-certificate>`.
+    ClientCertificateInvalid(ClientCertificateFailure),
 }
 
 /// How one kind of error is answered and counted.
@@ -274,6 +277,13 @@ impl ErrorKind {
                 Upstream,
                 "The backend sent an invalid response.",
             ),
+            ClientCertificateInvalid(_) => (
+                403,
+                "ClientCertificateInvalid",
+                "client_certificate_invalid",
+                Downstream,
+                "The client certificate does not satisfy this API's policy.",
+            ),
         };
         Mapping {
             status,
@@ -296,10 +306,12 @@ impl ErrorKind {
         )
     }
 
-    /// The contract's `details[].reason` (TLS failures only).
-    pub fn reason(self) -> Option<TlsFailure> {
+    /// The contract's `details[].reason`: why the backend's TLS or the caller's
+    /// certificate failed; none for other kinds.
+    pub fn reason(self) -> Option<&'static str> {
         match self {
-            ErrorKind::BackendTls(reason) => Some(reason),
+            ErrorKind::BackendTls(reason) => Some(reason.as_str()),
+            ErrorKind::ClientCertificateInvalid(reason) => Some(reason.as_str()),
             _ => None,
         }
     }
@@ -354,7 +366,7 @@ impl ProxyError {
         let details: Vec<serde_json::Value> = self
             .kind
             .reason()
-            .map(|r| vec![serde_json::json!({ "reason": r.as_str() })])
+            .map(|r| vec![serde_json::json!({ "reason": r })])
             .unwrap_or_default();
         let mapping = self.kind.mapping();
         let body = serde_json::json!({

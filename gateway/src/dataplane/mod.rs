@@ -138,6 +138,15 @@ pub struct WorkerShared {
     pub upstream_sessions: Arc<crate::upstream::SharedSessions>,
     /// Where details of failed requests go (the admin API's lookup by request id).
     pub recent_errors: ErrorSink,
+    /// Callers' certificates: asked for or not, and sent on to backends or not.
+    pub callers: CallerCertificates,
+}
+
+/// `listener.client_certificates` and `listener.forward_client_certificate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallerCertificates {
+    pub mode: crate::config::ClientCertificates,
+    pub forward: bool,
 }
 
 /// One worker's state; lives on its thread only.
@@ -160,6 +169,7 @@ pub struct WorkerContext {
     pub access_log: Option<access_log::AccessLogger>,
     requests: Cell<u64>,
     pub recent_errors: ErrorSink,
+    pub callers: CallerCertificates,
     /// Per backend: its `upstream.max_connections_per_backend` slots on this worker.
     backend_slots: RefCell<rustc_hash::FxHashMap<Arc<str>, Arc<Semaphore>>>,
 }
@@ -240,6 +250,7 @@ async fn worker_loop(
         access_log: access_log::AccessLogger::open(&shared.access_log)?,
         requests: Cell::new(0),
         recent_errors: shared.recent_errors.clone(),
+        callers: shared.callers,
         backend_slots: RefCell::default(),
     });
     // `server.max_connections`: a connection holds one of these from accept to close; with

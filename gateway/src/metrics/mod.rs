@@ -28,6 +28,8 @@ pub const UPSTREAM_POOL_EVICTIONS_TOTAL: &str = "edgegw_upstream_pool_evictions_
 pub const UPSTREAM_RESUMPTION_MISSES_TOTAL: &str = "edgegw_upstream_resumption_misses_total";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "edgegw_certificate_expiry_timestamp_seconds";
+pub const CA_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "edgegw_ca_certificate_expiry_timestamp_seconds";
 pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_connections_total";
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
 pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
@@ -44,6 +46,8 @@ pub const ADMIN_CHANGES_TOTAL: &str = "edgegw_admin_changes_total";
 pub const PROXY_ERRORS_TOTAL: &str = "edgegw_proxy_errors_total";
 pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "edgegw_downstream_timeouts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "edgegw_limits_reached_total";
+pub const DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL: &str =
+    "edgegw_downstream_client_certificates_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
 pub const STEERING_STEERED_TOTAL: &str = "edgegw_steering_steered_total";
 pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
@@ -164,6 +168,10 @@ fn describe() {
         "Client connections cut by a timeout, by phase (handshake, header, body)."
     );
     describe_counter!(
+        DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL,
+        "Client handshakes where the listener asked for a certificate, by result (none: no certificate; verified: it verifies against listener.client_ca_ids; unverified: presented, does not verify, kept for the APIs' policies; refused: the handshake failed for it)."
+    );
+    describe_counter!(
         LIMITS_REACHED_TOTAL,
         "Times a limit held something back, by limit (connections: a worker stopped accepting; backend_connections: a request waited for a free upstream slot; request_body: a body over the size limit)."
     );
@@ -217,9 +225,16 @@ pub fn record_steering_counters(per_worker: &[u64], rerouted: u64, fallback: u64
     metrics::counter!(STEERING_MIGRATED_TOTAL).absolute(migrated);
 }
 
+/// The expiry (Unix time) of every client certificate and every CA certificate, by id.
+#[derive(Default)]
+pub struct Expiries {
+    pub certificates: Vec<(String, i64)>,
+    pub ca_certificates: Vec<(String, i64)>,
+}
+
 /// Called by the control plane whenever it publishes a snapshot: its generation, and the
-/// expiry (Unix time) of every certificate it holds, by certificate id.
-pub fn record_config(generation: u64, expiries: Vec<(String, i64)>) {
+/// expiries of every certificate it holds.
+pub fn record_config(generation: u64, expiries: Expiries) {
     metrics::gauge!(CONFIG_GENERATION).set(generation as f64);
     *CERTIFICATE_EXPIRIES
         .lock()
@@ -229,8 +244,10 @@ pub fn record_config(generation: u64, expiries: Vec<(String, i64)>) {
 /// Expiry of every certificate that exists now. Rendered at scrape time rather than kept as
 /// recorder gauges, because the recorder cannot forget a series: a deleted certificate must
 /// leave `/metrics` (or its expiry alerts would keep firing).
-static CERTIFICATE_EXPIRIES: std::sync::Mutex<Vec<(String, i64)>> =
-    std::sync::Mutex::new(Vec::new());
+static CERTIFICATE_EXPIRIES: std::sync::Mutex<Expiries> = std::sync::Mutex::new(Expiries {
+    certificates: Vec::new(),
+    ca_certificates: Vec::new(),
+});
 
 /// The whole `/metrics` text: the recorder's metrics plus the certificate expiries.
 pub fn render(handle: &PrometheusHandle) -> String {
@@ -239,15 +256,27 @@ pub fn render(handle: &PrometheusHandle) -> String {
     let expiries = CERTIFICATE_EXPIRIES
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let name = CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS;
-    let _ = writeln!(
-        out,
-        "# HELP {name} Expiry (notAfter) of each uploaded client certificate, Unix time."
-    );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    // Certificate ids are limited to [A-Za-z0-9._-]: nothing to escape in the label.
-    for (id, not_after) in expiries.iter() {
-        let _ = writeln!(out, "{name}{{certificate=\"{id}\"}} {not_after}");
+    let families = [
+        (
+            CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+            "Expiry (notAfter) of each uploaded client certificate, Unix time.",
+            "certificate",
+            &expiries.certificates,
+        ),
+        (
+            CA_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+            "Expiry (notAfter) of each uploaded CA certificate (its first certificate), Unix time.",
+            "ca_certificate",
+            &expiries.ca_certificates,
+        ),
+    ];
+    for (name, help, label, list) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        // Resource ids are limited to [A-Za-z0-9._-]: nothing to escape in the label.
+        for (id, not_after) in list.iter() {
+            let _ = writeln!(out, "{name}{{{label}=\"{id}\"}} {not_after}");
+        }
     }
     out
 }
@@ -323,12 +352,15 @@ pub struct WorkerMetrics {
     proxy_errors: Handles<&'static str, Counter>,
     timeouts: Handles<&'static str, Counter>,
     limits: Handles<&'static str, Counter>,
+    client_certificates: Handles<&'static str, Counter>,
 }
 
 /// The `phase` values of `edgegw_downstream_timeouts_total`.
 pub const TIMEOUT_PHASES: &[&str] = &["handshake", "header", "body"];
 /// The `limit` values of `edgegw_limits_reached_total`.
 pub const LIMITS: &[&str] = &["connections", "backend_connections", "request_body"];
+/// The `result` values of `edgegw_downstream_client_certificates_total`.
+pub const CLIENT_CERTIFICATE_RESULTS: &[&str] = &["none", "verified", "unverified", "refused"];
 
 /// A counter cache holding a registered counter for each of `values` of `label`.
 fn prefilled(
@@ -376,6 +408,11 @@ impl WorkerMetrics {
             // before the first time a limit triggers.
             timeouts: prefilled(DOWNSTREAM_TIMEOUTS_TOTAL, "phase", TIMEOUT_PHASES),
             limits: prefilled(LIMITS_REACHED_TOTAL, "limit", LIMITS),
+            client_certificates: prefilled(
+                DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL,
+                "result",
+                CLIENT_CERTIFICATE_RESULTS,
+            ),
         }
     }
 
@@ -479,6 +516,16 @@ impl WorkerMetrics {
             &self.timeouts,
             phase,
             || metrics::counter!(DOWNSTREAM_TIMEOUTS_TOTAL, "phase" => phase),
+        );
+    }
+
+    /// A client handshake with a certificate asked for; `result` is one of
+    /// [`CLIENT_CERTIFICATE_RESULTS`].
+    pub fn client_certificate(&self, result: &'static str) {
+        count(
+            &self.client_certificates,
+            result,
+            || metrics::counter!(DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL, "result" => result),
         );
     }
 

@@ -1,7 +1,7 @@
 //! Backends: the rules a [`Backend`] keeps (its URL's shape, credentials only over TLS).
 //! The REST body is `admin::rest`'s, the stored record `store::records`'s.
 
-use super::{Backend, BackendUrl, CertificateRef, InvalidRequest, ResourceId};
+use super::{Backend, BackendTrust, BackendUrl, CertificateRef, InvalidRequest, ResourceId};
 
 impl Backend {
     /// A backend from its URL text, validation flags and the certificate it presents.
@@ -25,8 +25,73 @@ impl Backend {
             validate_chain,
             validate_name,
             credential,
+            trust: BackendTrust::default(),
         })
     }
+
+    /// The backend with `trust` (sorted, duplicates dropped), once it fits the flags: CAs
+    /// need chain validation, names need name validation, and all of it needs TLS.
+    pub fn with_trust(mut self, mut trust: BackendTrust) -> Result<Backend, InvalidRequest> {
+        let refuse = |why: &str| Err(InvalidRequest(why.to_owned()));
+        let set =
+            !trust.ca_ids.is_empty() || !trust.server_names.is_empty() || !trust.pins.is_empty();
+        if set && !self.url.tls {
+            return refuse("tls.trustedCaCertificateIds, serverX509Names and serverCertificateThumbprints need an https:// backend URL.");
+        }
+        if !trust.ca_ids.is_empty() && !self.validate_chain {
+            return refuse("tls.trustedCaCertificateIds needs tls.validateCertificateChain to be true: the CAs are what the chain is validated against.");
+        }
+        if !trust.server_names.is_empty() && !self.validate_name {
+            return refuse("tls.serverX509Names needs tls.validateCertificateName to be true: the names are what the certificate is checked for.");
+        }
+        for (what, len) in [
+            ("trustedCaCertificateIds", trust.ca_ids.len()),
+            ("serverX509Names", trust.server_names.len()),
+            ("serverCertificateThumbprints", trust.pins.len()),
+        ] {
+            if len > MAX_TRUST_ENTRIES {
+                return Err(InvalidRequest(format!(
+                    "tls.{what} may list at most {MAX_TRUST_ENTRIES} entries."
+                )));
+            }
+        }
+        for name in &mut trust.server_names {
+            if !is_dns_name(name) {
+                return Err(InvalidRequest(format!(
+                    "tls.serverX509Names: {name:?} is not a DNS name (letters, digits, '-' and '.', optionally starting with \"*.\"); an IP address is checked through the URL's host."
+                )));
+            }
+            name.make_ascii_lowercase();
+        }
+        trust.ca_ids.sort();
+        trust.ca_ids.dedup();
+        trust.server_names.sort();
+        trust.server_names.dedup();
+        trust.pins.sort();
+        trust.pins.dedup();
+        self.trust = trust;
+        Ok(self)
+    }
+}
+
+/// At most this many entries in each list of [`BackendTrust`].
+const MAX_TRUST_ENTRIES: usize = 16;
+
+/// A DNS name for certificate name checks: labels of letters, digits and '-', a leading
+/// `*.` wildcard allowed, at most 253 characters, not an IP address.
+fn is_dns_name(name: &str) -> bool {
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && labels.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Parses `https://host[:port][/base-path]` (or `http://`). The host may be a DNS name,

@@ -97,6 +97,8 @@ pub fn parse_pkcs12_at(
     now: OffsetDateTime,
 ) -> Result<Certificate, CertificateError> {
     let p12 = Pkcs12::from_der(der).map_err(|e| classify(&e))?;
+    // Before any password derivation: refuse a file that asks for an unbounded amount of it.
+    super::pkcs12_work::check(der).map_err(|e| CertificateError::InvalidPkcs12(e.to_string()))?;
     if password.contains('\0') {
         // A PKCS#12 password is a NUL-terminated string: one with a NUL cannot be right.
         return Err(CertificateError::WrongPassword);
@@ -399,6 +401,58 @@ pub(crate) mod tests {
         assert_eq!(c.info.key_algorithm, "Ed25519");
         assert_eq!(c.info.subject, "CN=client-3");
         assert!(c.info.self_signed);
+    }
+
+    /// A file asking for more key-derivation work than `pkcs12_work::MAX_ITERATIONS` is
+    /// refused before any derivation, naming the part that asks: the MAC, the encrypted
+    /// certificates, the shrouded key bag (modern and legacy schemes); at the limit it loads.
+    #[test]
+    fn costly_pkcs12_files_are_refused_before_any_derivation() {
+        use super::super::pkcs12_work::MAX_ITERATIONS;
+        let f = Fixtures::new();
+        let over = u32::try_from(MAX_ITERATIONS + 1).unwrap();
+        let cases = [
+            ("mac.p12", P12::new("ec", "pw").iterations(over), "MAC"),
+            (
+                "content.p12",
+                P12::new("ec", "pw").iterations(over).mac_iterations_one(),
+                "encrypted content",
+            ),
+            (
+                "keybag.p12",
+                P12::new("ec", "pw")
+                    .iterations(over)
+                    .mac_iterations_one()
+                    .plain_certificates(),
+                "shrouded key bag",
+            ),
+            (
+                "legacy-content.p12",
+                P12::new("ec", "pw")
+                    .legacy(true)
+                    .iterations(over)
+                    .mac_iterations_one(),
+                "encrypted content",
+            ),
+        ];
+        for (file, p12, part) in cases {
+            let der = f.pki.pkcs12(file, &p12).unwrap();
+            // BoringSSL alone would open these (its limit is 100 million): the refusal and
+            // its wording are the gate's.
+            let err = parse_pkcs12(id("x"), &der, "pw").unwrap_err();
+            assert_eq!(err.code(), "InvalidPkcs12", "{file}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(part) && text.contains(&over.to_string()),
+                "{file}: {text}"
+            );
+        }
+        let at_limit = u32::try_from(MAX_ITERATIONS).unwrap();
+        let der = f
+            .pki
+            .pkcs12("limit.p12", &P12::new("ec", "pw").iterations(at_limit))
+            .unwrap();
+        parse_pkcs12(id("x"), &der, "pw").unwrap();
     }
 
     #[test]

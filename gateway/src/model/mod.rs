@@ -7,7 +7,10 @@
 
 pub mod api;
 pub mod backend;
+pub mod ca;
 pub mod certificate;
+pub mod client_rule;
+pub mod pkcs12_work;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -166,6 +169,24 @@ pub struct Backend {
     pub validate_chain: bool,
     pub validate_name: bool,
     pub credential: Option<CertificateRef>,
+    /// Private CAs, names and pins that narrow what the backend may present.
+    pub trust: BackendTrust,
+}
+
+/// What a backend's certificate is checked against beyond the two flags (APIM's backend
+/// `tls` settings). Every list is empty by default: the system trust store, the URL's host,
+/// no pin. Kept sorted and without duplicates, so equal settings compare equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendTrust {
+    /// CA certificate resources the chain must lead to, instead of the system store
+    /// (`tls.trustedCaCertificateIds`). Needs chain validation on.
+    pub ca_ids: Vec<ResourceId>,
+    /// DNS names one of which the certificate must carry, instead of the URL's host
+    /// (`tls.serverX509Names`). Needs name validation on.
+    pub server_names: Vec<String>,
+    /// SHA-1 thumbprints one of which the backend's leaf must have
+    /// (`tls.serverCertificateThumbprints`); checked whatever the two flags say.
+    pub pins: Vec<Thumbprint>,
 }
 
 /// An API policy: the XML as stored, and what the gateway acts on.
@@ -173,6 +194,8 @@ pub struct Backend {
 pub struct Policy {
     pub xml: String,
     pub authentication_certificate: Option<CertificateRef>,
+    /// `<validate-client-certificate>`: what the caller's certificate must satisfy.
+    pub client_certificate: Option<client_rule::ClientCertificateRule>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +212,8 @@ pub struct Api {
 #[derive(Default, Debug, Clone)]
 pub struct Resources {
     pub certificates: BTreeMap<ResourceId, Arc<Certificate>>,
+    /// Uploaded CA certificates (trust anchors for backends).
+    pub ca_certificates: BTreeMap<ResourceId, Arc<ca::CaCertificate>>,
     pub backends: BTreeMap<ResourceId, Backend>,
     pub apis: BTreeMap<ResourceId, Api>,
 }

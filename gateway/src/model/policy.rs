@@ -3,7 +3,9 @@
 //!
 //! Supported: root `<policies>`; sections `inbound`, `backend`, `outbound`, `on-error`
 //! (each optional, at most once); `<base />` in any section; one
-//! `<authentication-certificate certificate-id="..."/>` or `thumbprint="..."` in `inbound`.
+//! `<authentication-certificate certificate-id="..."/>` or `thumbprint="..."` in `inbound`;
+//! one `<validate-client-certificate>` in `inbound`, with an optional `<identities>` of
+//! `<identity />` elements (attributes: `client_rule`).
 //! Anything else is refused with a message naming the element (or attribute) and where it
 //! is; malformed XML is refused with the line and column of the fault.
 
@@ -12,6 +14,7 @@ use std::fmt;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use super::client_rule::{self, ClientCertificateRule};
 use super::{CertificateRef, Policy, ResourceId, Thumbprint};
 
 /// The policy returned for an API that has none: every section with just `<base />`.
@@ -73,6 +76,8 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
     let mut seen_root = false;
     let mut seen_sections: Vec<String> = Vec::new();
     let mut certificate: Option<CertificateRef> = None;
+    let mut client_rule: Option<ClientCertificateRule> = None;
+    let mut seen_identities = false;
 
     loop {
         let start = reader.buffer_position();
@@ -153,18 +158,55 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
                                     authentication_certificate(e).map_err(|m| err_at(start, m))?,
                                 );
                             }
-                            "authentication-certificate" => {
+                            "validate-client-certificate" if section == "inbound" => {
+                                if client_rule.is_some() {
+                                    return Err(err_at(
+                                        start,
+                                        "<validate-client-certificate> appears twice".into(),
+                                    ));
+                                }
+                                client_rule =
+                                    Some(client_rule::read_rule(e).map_err(|m| err_at(start, m))?);
+                            }
+                            "authentication-certificate" | "validate-client-certificate" => {
                                 return Err(err_at(
                                     start,
-                                    format!("<authentication-certificate> is only supported in <inbound>, not in <{section}>"),
+                                    format!("<{name}> is only supported in <inbound>, not in <{section}>"),
                                 ));
                             }
                             _ => {
                                 return Err(err_at(
                                     start,
-                                    format!("element <{name}> is not supported (in <{section}>, only <base /> and, in <inbound>, <authentication-certificate> are)"),
+                                    format!("element <{name}> is not supported (in <{section}>, only <base /> and, in <inbound>, <authentication-certificate> and <validate-client-certificate> are)"),
                                 ));
                             }
+                        }
+                    }
+                    3 if stack[2] == "validate-client-certificate" => {
+                        if name != "identities" {
+                            return Err(err_at(
+                                start,
+                                format!("element <{name}> is not supported inside <validate-client-certificate> (only <identities> is)"),
+                            ));
+                        }
+                        if seen_identities {
+                            return Err(err_at(start, "<identities> appears twice".into()));
+                        }
+                        seen_identities = true;
+                        no_attributes(e, &name).map_err(|m| err_at(start, m))?;
+                    }
+                    4 if stack[3] == "identities" => {
+                        if name != "identity" || !is_empty {
+                            return Err(err_at(
+                                start,
+                                format!("<identities> holds only empty <identity /> elements, not <{name}>"),
+                            ));
+                        }
+                        let identity =
+                            client_rule::read_identity(e).map_err(|m| err_at(start, m))?;
+                        // The element at depth 2 was read into `client_rule` when it opened.
+                        if let Some(rule) = client_rule.as_mut() {
+                            rule.identities.push(identity);
                         }
                     }
                     _ => {
@@ -194,6 +236,7 @@ pub fn parse_policy(xml: &str) -> Result<Policy, PolicyError> {
     Ok(Policy {
         xml: xml.to_owned(),
         authentication_certificate: certificate,
+        client_certificate: client_rule,
     })
 }
 
@@ -364,6 +407,69 @@ mod tests {
         assert_eq!(
             p.authentication_certificate,
             Some(CertificateRef::Id(ResourceId::parse("a.b").unwrap()))
+        );
+    }
+
+    #[test]
+    fn validate_client_certificate_is_read_and_checked() {
+        use super::super::client_rule::Identity;
+        let t = "AB".repeat(20);
+        let xml = format!(
+            r#"<policies>
+  <inbound>
+    <validate-client-certificate validate-revocation="false" validate-trust="true"
+        validate-not-before="true" validate-not-after="false" ignore-error="false">
+      <identities>
+        <identity thumbprint="{t}" /> <identity subject="CN=partner-1" issuer-subject="CN=Partner CA" />
+      </identities>
+    </validate-client-certificate>
+  </inbound>
+</policies>"#
+        );
+        let rule = parse_policy(&xml).unwrap().client_certificate.unwrap();
+        assert!(rule.validate_trust && rule.validate_not_before && !rule.validate_not_after);
+        assert!(!rule.ignore_error);
+        assert_eq!(
+            rule.identities,
+            vec![
+                Identity {
+                    thumbprint: Some(Thumbprint([0xab; 20])),
+                    ..Identity::default()
+                },
+                Identity {
+                    subject: Some("CN=partner-1".into()),
+                    issuer_subject: Some("CN=Partner CA".into()),
+                    ..Identity::default()
+                },
+            ]
+        );
+        // No identities: any certificate that passes the checks.
+        let bare = "<policies><inbound><validate-client-certificate validate-revocation=\"false\" /></inbound></policies>";
+        let rule = parse_policy(bare).unwrap().client_certificate.unwrap();
+        assert!(rule.identities.is_empty() && rule.validate_trust);
+
+        let wrap = |inner: &str| format!("<policies>\n<inbound>\n{inner}\n</inbound>\n</policies>");
+        for (bad, says) in [
+            ("<validate-client-certificate />", "validate-revocation=\"false\""),
+            ("<validate-client-certificate validate-revocation=\"true\" />", "cannot check revocation"),
+            ("<validate-client-certificate validate-revocation=\"false\" validate-trust=\"yes\" />", "\"true\" or \"false\""),
+            ("<validate-client-certificate validate-revocation=\"false\" colour=\"red\" />", "'colour'"),
+            ("<validate-client-certificate validate-revocation=\"false\"><identities><identity /></identities></validate-client-certificate>", "at least one"),
+            ("<validate-client-certificate validate-revocation=\"false\"><identities><identity serial=\"1\" /></identities></validate-client-certificate>", "'serial'"),
+            ("<validate-client-certificate validate-revocation=\"false\"><identities><identity thumbprint=\"xyz\" /></identities></validate-client-certificate>", "40 hexadecimal"),
+            ("<validate-client-certificate validate-revocation=\"false\"><other /></validate-client-certificate>", "<other>"),
+            ("<validate-client-certificate validate-revocation=\"false\"><identities><x /></identities></validate-client-certificate>", "<x>"),
+            ("<validate-client-certificate validate-revocation=\"false\" /><validate-client-certificate validate-revocation=\"false\" />", "twice"),
+        ] {
+            let e = err(&wrap(bad));
+            assert!(e.message.contains(says), "{bad}: {}", e.message);
+            assert_eq!(e.line, 3, "{bad}: {}", e.message);
+        }
+        let e = err("<policies><outbound><validate-client-certificate validate-revocation=\"false\" /></outbound></policies>");
+        assert!(
+            e.message.contains("only supported in <inbound>"),
+            "{}",
+            e.message
         );
     }
 

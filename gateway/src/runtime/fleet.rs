@@ -87,6 +87,8 @@ pub(super) struct FleetStart<'a> {
     pub publish: Publish,
     pub tickets: TicketKeys,
     pub rotation: Duration,
+    /// `listener.client_ca_ids` (the control plane refuses to delete them).
+    pub listener_ca_ids: Vec<crate::model::ResourceId>,
 }
 
 fn now() -> i64 {
@@ -163,6 +165,7 @@ pub(super) fn start(s: FleetStart<'_>) -> Result<Arc<FleetNode>, RunError> {
             publish,
         )
         .map_err(|e| fail("loading the fleet's store", e))?
+        .with_listener_ca_ids(s.listener_ca_ids.clone())
         .with_audit_log(
             admin::AuditLog::open(s.data_dir)
                 .map_err(|e| fail("audit log", e))?

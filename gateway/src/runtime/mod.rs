@@ -125,17 +125,28 @@ pub fn run(config: Config) -> Result<(), RunError> {
         &data_dir,
     )
     .map_err(|e| fail("admin token", e))?;
-    let publisher = Arc::new(Publisher::new());
+    let client_ca_ids = client_ca_ids(&config.listener.client_ca_ids)?;
+    let publisher = Arc::new(
+        Publisher::new()
+            .with_client_certificates(config.listener.client_certificates, client_ca_ids.clone()),
+    );
     let snapshot = publisher.handle();
     let publish = || -> admin::Publish {
         let publisher = publisher.clone();
         Box::new(move |resources: &crate::model::Resources| {
             let generation = publisher.publish(resources);
-            let expiries = resources
-                .certificates
-                .values()
-                .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
-                .collect();
+            let expiries = metrics::Expiries {
+                certificates: resources
+                    .certificates
+                    .values()
+                    .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
+                    .collect(),
+                ca_certificates: resources
+                    .ca_certificates
+                    .values()
+                    .map(|c| (c.id.to_string(), c.info.not_after.unix_timestamp()))
+                    .collect(),
+            };
             metrics::record_config(generation, expiries);
         })
     };
@@ -164,6 +175,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         Ok(Arc::new(
             ControlPlane::open(Box::new(store), master_key()?, publish())
                 .map_err(|e| fail("loading the store", e))?
+                .with_listener_ca_ids(client_ca_ids.clone())
                 .with_audit_log(
                     admin::AuditLog::open(&data_dir)
                         .map_err(|e| fail("audit log", e))?
@@ -185,6 +197,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             publish: publish(),
             tickets: tickets.clone(),
             rotation: config.listener.ticket_key_rotation,
+            listener_ca_ids: client_ca_ids.clone(),
         })?),
         None => None,
     };
@@ -200,6 +213,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             data_dir: &data_dir,
             session_tickets: config.listener.session_tickets,
             key_exchange_groups: &config.listener.key_exchange_groups,
+            client_certificates: config.listener.client_certificates,
         },
         &tickets,
     )
@@ -257,6 +271,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         pin_workers: config.pin_workers(),
         upstream_sessions: crate::upstream::SharedSessions::new(),
         recent_errors: error_sink,
+        callers: crate::dataplane::CallerCertificates {
+            mode: config.listener.client_certificates,
+            forward: config.listener.forward_client_certificate,
+        },
     };
     let (stop_workers, worker_stop_signal) = watch::channel(false);
     let handles = start_workers(shared, listeners, steering.pulses(), worker_stop_signal)?;
@@ -406,6 +424,21 @@ fn readiness(pulses: Vec<Arc<Pulse>>, configured: Option<Arc<AtomicBool>>) -> ad
         }
         Ok(())
     })
+}
+
+/// `listener.client_ca_ids` as resource ids (the config file is read before the model's
+/// id rule can be applied).
+fn client_ca_ids(raw: &[String]) -> Result<Vec<crate::model::ResourceId>, RunError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            crate::model::ResourceId::parse(id).map_err(|_| {
+                RunError(format!(
+                    "listener.client_ca_ids[{i}]: {id:?} is not an id (1 to 80 characters of A-Z a-z 0-9 . _ -)"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// How this node names itself in audit lines (`store.node_name`, else host name and

@@ -7,15 +7,21 @@
 // read the published snapshot through an ArcSwap.
 #![allow(clippy::disallowed_types)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::model::{Backend, Certificate, CredentialId, Resources};
+use boring::x509::X509;
+
+use crate::config::ClientCertificates;
+use crate::model::ca::CaCertificate;
+use crate::model::client_rule::ClientCertificateRule;
+use crate::model::{Backend, BackendTrust, Certificate, CredentialId, ResourceId, Resources};
 use crate::tls::client;
-use crate::upstream::{Endpoint, PoolKey, UpstreamTls};
+use crate::tls::server::ClientTrust;
+use crate::upstream::{Endpoint, PoolKey, TrustId, UpstreamTls};
 use dns::Dns;
 
 pub mod dns;
@@ -38,6 +44,8 @@ pub struct Route {
     pub api_id: Arc<str>,
     pub path: String,
     pub target: Arc<Target>,
+    /// The API policy's `<validate-client-certificate>`, if it has one.
+    pub client_rule: Option<Arc<ClientCertificateRule>>,
 }
 
 #[derive(Default)]
@@ -48,6 +56,9 @@ pub struct Snapshot {
     pub configured: bool,
     /// Longest path first, so the first match is the longest one.
     routes: Vec<Route>,
+    /// The CAs callers' certificates are verified against (`listener.client_ca_ids`), when
+    /// the listener asks for certificates.
+    pub client_trust: Option<Arc<ClientTrust>>,
 }
 
 impl Snapshot {
@@ -72,6 +83,9 @@ pub struct Publisher {
     current: Arc<ArcSwap<Snapshot>>,
     contexts: Mutex<HashMap<ContextKey, Arc<UpstreamTls>>>,
     dns: Dns,
+    /// `listener.client_certificates` and `listener.client_ca_ids`.
+    client_certificates: ClientCertificates,
+    client_ca_ids: Vec<ResourceId>,
 }
 
 /// Identity of a TLS context: the credential's identity (the same one the pool and the
@@ -82,6 +96,7 @@ struct ContextKey {
     credential: Option<CredentialId>,
     validate_chain: bool,
     validate_name: bool,
+    trust: Option<Arc<TrustId>>,
 }
 
 impl Publisher {
@@ -90,6 +105,48 @@ impl Publisher {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             contexts: Mutex::default(),
             dns: Dns::system(),
+            client_certificates: ClientCertificates::Off,
+            client_ca_ids: Vec::new(),
+        }
+    }
+
+    /// Whether callers are asked for a certificate, and the CA certificate resources it is
+    /// verified against (each publish takes their current content).
+    #[must_use]
+    pub fn with_client_certificates(
+        mut self,
+        mode: ClientCertificates,
+        ca_ids: Vec<ResourceId>,
+    ) -> Self {
+        self.client_certificates = mode;
+        self.client_ca_ids = ca_ids;
+        self
+    }
+
+    /// The trust for callers' certificates from the current CA certificates; a CA that is
+    /// not (yet) uploaded is left out, with a warning.
+    fn client_trust(&self, resources: &Resources) -> Option<Arc<ClientTrust>> {
+        if self.client_certificates == ClientCertificates::Off {
+            return None;
+        }
+        let mut cas = Vec::with_capacity(self.client_ca_ids.len());
+        for id in &self.client_ca_ids {
+            match resources.ca_certificates.get(id) {
+                Some(ca) => cas.push((&ca.digest, ca.certificates.as_slice())),
+                None => {
+                    tracing::warn!(ca = %id, "listener.client_ca_ids names a CA certificate that does not exist; callers' certificates are not verified against it")
+                }
+            }
+        }
+        match ClientTrust::new(self.client_certificates, &cas) {
+            Ok(trust) => Some(Arc::new(trust)),
+            Err(e) => {
+                // Only a failed allocation gets here; an empty store trusts no caller.
+                tracing::error!(error = %e, "building the client-certificate trust store failed");
+                ClientTrust::new(self.client_certificates, &[])
+                    .ok()
+                    .map(Arc::new)
+            }
         }
     }
 
@@ -116,11 +173,23 @@ impl Publisher {
             let certificate = resources
                 .effective_credential(api)
                 .and_then(|r| resources.find_certificate(r));
-            let target = build_target(backend, certificate, &self.dns, &mut cache, &mut used);
+            let target = build_target(
+                backend,
+                certificate,
+                &resources.ca_certificates,
+                &self.dns,
+                &mut cache,
+                &mut used,
+            );
             routes.push(Route {
                 api_id: Arc::from(api.id.as_str()),
                 path: api.path.clone(),
                 target: Arc::new(target),
+                client_rule: api
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.client_certificate.clone())
+                    .map(Arc::new),
             });
         }
         *cache = used;
@@ -135,6 +204,7 @@ impl Publisher {
             generation,
             configured: true,
             routes,
+            client_trust: self.client_trust(resources),
         }));
         tracing::info!(
             generation,
@@ -164,9 +234,44 @@ impl Default for Publisher {
     }
 }
 
+/// A backend's trust identity and its anchors (`None`: the system store).
+type ResolvedTrust = (Arc<TrustId>, Option<Vec<X509>>);
+
+/// A backend's trust settings resolved against the CA certificates: their identity and the
+/// anchors (`None`: the system store). `Ok(None)` when the backend has none; an error names
+/// a CA certificate that does not exist.
+fn resolve_trust(
+    backend: &Backend,
+    cas: &BTreeMap<ResourceId, Arc<CaCertificate>>,
+) -> Result<Option<ResolvedTrust>, String> {
+    let trust = &backend.trust;
+    if *trust == BackendTrust::default() {
+        return Ok(None);
+    }
+    let mut digests = Vec::with_capacity(trust.ca_ids.len());
+    let mut anchors = Vec::new();
+    for id in &trust.ca_ids {
+        let ca = cas
+            .get(id)
+            .ok_or_else(|| format!("the trusted CA certificate {id} does not exist"))?;
+        digests.push(ca.digest);
+        anchors.extend(ca.certificates.iter().cloned());
+    }
+    let id = TrustId {
+        anchors: digests,
+        server_names: trust.server_names.clone(),
+        pins: trust.pins.clone(),
+    };
+    Ok(Some((
+        Arc::new(id),
+        (!trust.ca_ids.is_empty()).then_some(anchors),
+    )))
+}
+
 fn build_target(
     backend: &Backend,
     certificate: Option<&Arc<Certificate>>,
+    cas: &BTreeMap<ResourceId, Arc<CaCertificate>>,
     dns: &Dns,
     cache: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
     used: &mut HashMap<ContextKey, Arc<UpstreamTls>>,
@@ -182,15 +287,29 @@ fn build_target(
         certificate_id: Arc::from(certificate.map_or("none", |c| c.id.as_str())),
     };
     let credential: Option<CredentialId> = certificate.map(|c| c.credential);
+    let resolved = match resolve_trust(backend, cas) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            tracing::error!(backend = %backend.id, error = %e, "backend unusable");
+            target.endpoint = Err(e);
+            return target;
+        }
+    };
+    let trust = resolved.as_ref().map(|(id, _)| id.clone());
     if url.tls {
         let key = ContextKey {
             credential,
             validate_chain: backend.validate_chain,
             validate_name: backend.validate_name,
+            trust: trust.clone(),
         };
         let tls = match cache.remove(&key).or_else(|| used.get(&key).cloned()) {
             Some(tls) => Ok(tls),
-            None => new_context(backend, certificate),
+            None => new_context(
+                backend,
+                certificate,
+                resolved.and_then(|(_, anchors)| anchors),
+            ),
         };
         match tls {
             Ok(tls) => {
@@ -216,6 +335,7 @@ fn build_target(
             credential,
             validate_chain: backend.validate_chain,
             validate_name: backend.validate_name,
+            trust,
             tls: url.tls,
         },
     });
@@ -241,20 +361,24 @@ fn authority(url: &crate::model::BackendUrl) -> String {
     }
 }
 
-/// A new client TLS context for a backend's flags and certificate.
+/// A new client TLS context for a backend's flags, trust settings and certificate.
 fn new_context(
     backend: &Backend,
     certificate: Option<&Arc<Certificate>>,
+    anchors: Option<Vec<X509>>,
 ) -> Result<Arc<UpstreamTls>, String> {
-    let context = client::build_context(
-        certificate.map(|c| c.as_ref()),
-        backend.validate_chain,
-        backend.validate_name,
-    )
-    .map_err(|e| format!("building the TLS context failed: {e}"))?;
+    let verification = client::Verification {
+        validate_chain: backend.validate_chain,
+        validate_name: backend.validate_name,
+        anchors,
+        pins: backend.trust.pins.clone(),
+    };
+    let context = client::build_context(certificate.map(|c| c.as_ref()), &verification)
+        .map_err(|e| format!("building the TLS context failed: {e}"))?;
     Ok(Arc::new(UpstreamTls {
         context,
         validate_name: backend.validate_name,
+        server_names: backend.trust.server_names.clone(),
     }))
 }
 
@@ -291,6 +415,7 @@ mod tests {
                     tls: None,
                     certificate_id: Arc::from("none"),
                 }),
+                client_rule: None,
             })
             .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
@@ -298,6 +423,7 @@ mod tests {
             generation: 1,
             configured: true,
             routes,
+            client_trust: None,
         }
     }
 
@@ -377,6 +503,67 @@ mod tests {
             "another chain gets its own context"
         );
         assert_ne!(key2, key3);
+    }
+
+    /// A backend's trust settings are part of its context and pool key: the same CA
+    /// content keeps both (a re-upload of the same file), another CA under the same id
+    /// changes both, and a CA that is gone makes the backend unusable rather than trusted
+    /// by the system store.
+    #[test]
+    fn trust_settings_key_the_context_and_the_pool() {
+        use crate::model::ca::parse_ca_certificate;
+        use crate::model::{Api, BackendTrust};
+        use testkit::{Cert, KeyType};
+        let id = |s: &str| ResourceId::parse(s).unwrap();
+        let pki = testkit::Pki::new("snapshot-trust").unwrap();
+        pki.self_signed("ca-a", &Cert::ca("/CN=A", KeyType::P256))
+            .unwrap();
+        pki.self_signed("ca-b", &Cert::ca("/CN=B", KeyType::P256))
+            .unwrap();
+        let ca = |file: &str| {
+            Arc::new(parse_ca_certificate(id("ca1"), &pki.read(file).unwrap()).unwrap())
+        };
+        let mut resources = Resources::default();
+        let backend = Backend::new(id("b1"), "https://127.0.0.1:9", true, true, None)
+            .unwrap()
+            .with_trust(BackendTrust {
+                ca_ids: vec![id("ca1")],
+                ..BackendTrust::default()
+            })
+            .unwrap();
+        resources.backends.insert(id("b1"), backend);
+        resources
+            .apis
+            .insert(id("a1"), Api::new(id("a1"), "/a", "b1").unwrap());
+        let publisher = Publisher::new();
+        let mut publish = |file: Option<&str>| {
+            match file {
+                Some(file) => resources.ca_certificates.insert(id("ca1"), ca(file)),
+                None => resources.ca_certificates.remove(&id("ca1")),
+            };
+            publisher.publish(&resources);
+            let snapshot = publisher.handle().load_full();
+            let target = &snapshot.route("/a").unwrap().0.target;
+            let key = target.endpoint.as_ref().ok().map(|e| e.key.clone());
+            (target.tls.clone(), key)
+        };
+        let (tls_a, key_a) = publish(Some("ca-a.pem"));
+        let (tls_again, key_again) = publish(Some("ca-a.pem"));
+        let (tls_b, key_b) = publish(Some("ca-b.pem"));
+        let (tls_a, tls_again, tls_b) = (tls_a.unwrap(), tls_again.unwrap(), tls_b.unwrap());
+        assert!(
+            Arc::ptr_eq(&tls_a, &tls_again),
+            "the same CA content keeps the context"
+        );
+        assert_eq!(key_a, key_again);
+        assert!(key_a.as_ref().unwrap().trust.is_some());
+        assert!(!Arc::ptr_eq(&tls_a, &tls_b), "another CA: another context");
+        assert_ne!(key_a, key_b, "another CA: another pool key");
+        let (tls_gone, key_gone) = publish(None);
+        assert!(
+            tls_gone.is_none() && key_gone.is_none(),
+            "a missing CA leaves the backend unusable"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use super::{Change, Condition, Contents, Kind, Record, Store, StoreError, Transa
 pub const FILE_NAME: &str = "edgegw.redb";
 
 const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("certificates");
+const CA_CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("ca_certificates");
 const BACKENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("backends");
 const APIS: TableDefinition<&str, &[u8]> = TableDefinition::new("apis");
 /// `"<kind>/<id>"` → the revision that last wrote the record.
@@ -40,6 +41,7 @@ const STORE_REVISION: &str = "revision";
 fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
         Kind::Certificate => CERTIFICATES,
+        Kind::CaCertificate => CA_CERTIFICATES,
         Kind::Backend => BACKENDS,
         Kind::Api => APIS,
     }

@@ -47,6 +47,7 @@ pub struct EtcdSettings {
 fn directory(kind: Kind) -> &'static str {
     match kind {
         Kind::Certificate => "certificates/",
+        Kind::CaCertificate => "caCertificates/",
         Kind::Backend => "backends/",
         Kind::Api => "apis/",
     }

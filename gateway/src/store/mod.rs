@@ -26,6 +26,8 @@ use boring::symm::{decrypt_aead, encrypt_aead, Cipher};
 pub enum Kind {
     /// A client certificate (chain + sealed private key).
     Certificate,
+    /// A CA certificate (trust anchors; public).
+    CaCertificate,
     /// A backend.
     Backend,
     /// An API, with its policy.
@@ -34,12 +36,18 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in load order (certificates before the backends that name them, ...).
-    pub const ALL: [Kind; 3] = [Kind::Certificate, Kind::Backend, Kind::Api];
+    pub const ALL: [Kind; 4] = [
+        Kind::Certificate,
+        Kind::CaCertificate,
+        Kind::Backend,
+        Kind::Api,
+    ];
 
-    /// A stable lower-case name: `certificate`, `backend`, `api`.
+    /// A stable name: `certificate`, `caCertificate`, `backend`, `api`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Certificate => "certificate",
+            Kind::CaCertificate => "caCertificate",
             Kind::Backend => "backend",
             Kind::Api => "api",
         }

@@ -17,13 +17,19 @@ use boring::x509::X509;
 use serde::{Deserialize, Serialize};
 
 use super::{Contents, Kind, MasterKey, StoreError};
+use crate::model::ca::{from_certificates, CaCertificate};
 use crate::model::certificate::certificate_from_parts;
 use crate::model::policy::parse_policy;
-use crate::model::{Api, Backend, Certificate, CertificateRef, ResourceId, Resources, Thumbprint};
+use crate::model::{
+    Api, Backend, BackendTrust, Certificate, CertificateRef, ResourceId, Resources, Thumbprint,
+};
 
 /// Schema versions this build writes and reads.
 pub const CERTIFICATE_SCHEMA: u32 = 1;
-pub const BACKEND_SCHEMA: u32 = 1;
+pub const CA_CERTIFICATE_SCHEMA: u32 = 1;
+/// Schema 2 adds the backend's trust lists; a backend without them is still written as
+/// schema 1, so that an older edgegw keeps reading it.
+pub const BACKEND_SCHEMA: u32 = 2;
 pub const API_SCHEMA: u32 = 1;
 
 fn legacy_schema() -> u32 {
@@ -128,12 +134,58 @@ pub struct StoredBackend {
     pub credentials: Option<StoredCredential>,
 }
 
-/// A backend's validation flags as stored.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// A backend's validation flags and trust lists (schema 2) as stored.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StoredTls {
     pub validate_certificate_chain: bool,
     pub validate_certificate_name: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_ca_certificate_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_x509_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_certificate_thumbprints: Vec<String>,
+}
+
+/// The at-rest form of a CA certificate: its certificates in DER (all public).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoredCaCertificate {
+    pub schema: u32,
+    /// Base64 DER, in upload order.
+    pub certificates: Vec<String>,
+}
+
+impl StoredCaCertificate {
+    pub fn new(ca: &CaCertificate) -> Result<Self, StoreError> {
+        let mut certificates = Vec::with_capacity(ca.certificates.len());
+        for c in &ca.certificates {
+            let der = c
+                .to_der()
+                .map_err(|e| StoreError::Crypto(format!("encoding a CA certificate: {e}")))?;
+            certificates.push(BASE64.encode(der));
+        }
+        Ok(Self {
+            schema: CA_CERTIFICATE_SCHEMA,
+            certificates,
+        })
+    }
+
+    pub fn open(&self, id: ResourceId) -> Result<CaCertificate, String> {
+        if self.schema != CA_CERTIFICATE_SCHEMA {
+            return Err(newer(self.schema, CA_CERTIFICATE_SCHEMA));
+        }
+        let mut certificates = Vec::with_capacity(self.certificates.len());
+        for c in &self.certificates {
+            let der = BASE64.decode(c).map_err(|_| "bad base64".to_owned())?;
+            certificates.push(X509::from_der(&der).map_err(|_| "bad certificate DER".to_owned())?);
+        }
+        if certificates.is_empty() {
+            return Err("no certificate".to_owned());
+        }
+        from_certificates(id, certificates).map_err(|e| e.to_string())
+    }
 }
 
 /// A certificate reference as stored: exactly one of the two.
@@ -181,12 +233,21 @@ impl TryFrom<&StoredCredential> for CertificateRef {
 
 impl From<&Backend> for StoredBackend {
     fn from(b: &Backend) -> Self {
+        let trust = &b.trust;
+        let plain = trust == &BackendTrust::default();
         StoredBackend {
-            schema: BACKEND_SCHEMA,
+            schema: if plain { 1 } else { BACKEND_SCHEMA },
             url: b.url_text.clone(),
             tls: Some(StoredTls {
                 validate_certificate_chain: b.validate_chain,
                 validate_certificate_name: b.validate_name,
+                trusted_ca_certificate_ids: trust.ca_ids.iter().map(ToString::to_string).collect(),
+                server_x509_names: trust.server_names.clone(),
+                server_certificate_thumbprints: trust
+                    .pins
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             }),
             credentials: b.credential.as_ref().map(StoredCredential::from),
         }
@@ -197,14 +258,29 @@ impl TryFrom<(ResourceId, &StoredBackend)> for Backend {
     type Error = String;
 
     fn try_from((id, r): (ResourceId, &StoredBackend)) -> Result<Self, String> {
-        if r.schema != BACKEND_SCHEMA {
+        if r.schema > BACKEND_SCHEMA {
             return Err(newer(r.schema, BACKEND_SCHEMA));
         }
         // Records of 0.1 may lack the flags: both default to on, as in the REST body.
-        let tls = r.tls.unwrap_or(StoredTls {
+        let tls = r.tls.clone().unwrap_or(StoredTls {
             validate_certificate_chain: true,
             validate_certificate_name: true,
+            trusted_ca_certificate_ids: Vec::new(),
+            server_x509_names: Vec::new(),
+            server_certificate_thumbprints: Vec::new(),
         });
+        let mut trust = BackendTrust::default();
+        for raw in &tls.trusted_ca_certificate_ids {
+            trust.ca_ids.push(
+                ResourceId::parse(raw).map_err(|_| format!("invalid CA certificate id {raw:?}"))?,
+            );
+        }
+        for raw in &tls.server_certificate_thumbprints {
+            trust
+                .pins
+                .push(Thumbprint::parse(raw).ok_or_else(|| format!("invalid thumbprint {raw:?}"))?);
+        }
+        trust.server_names = tls.server_x509_names.clone();
         let credential = r
             .credentials
             .as_ref()
@@ -217,6 +293,7 @@ impl TryFrom<(ResourceId, &StoredBackend)> for Backend {
             tls.validate_certificate_name,
             credential,
         )
+        .and_then(|b| b.with_trust(trust))
         .map_err(|e| e.to_string())
     }
 }
@@ -269,6 +346,12 @@ pub fn encode_certificate(
     serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(format!("encoding a record: {e}")))
 }
 
+/// The record bytes of a CA certificate.
+pub fn encode_ca_certificate(ca: &CaCertificate) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&StoredCaCertificate::new(ca)?)
+        .map_err(|e| StoreError::Corrupt(format!("encoding a record: {e}")))
+}
+
 /// The record bytes of a backend.
 pub fn encode_backend(backend: &Backend) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(&StoredBackend::from(backend))
@@ -289,6 +372,7 @@ fn corrupt(kind: Kind, id: &str, why: impl fmt::Display) -> StoreError {
 #[derive(Debug)]
 pub enum Resource {
     Certificate(std::sync::Arc<Certificate>),
+    CaCertificate(std::sync::Arc<CaCertificate>),
     Backend(Backend),
     Api(Api),
 }
@@ -299,6 +383,9 @@ impl Resource {
         match self {
             Resource::Certificate(c) => {
                 resources.certificates.insert(id, c);
+            }
+            Resource::CaCertificate(c) => {
+                resources.ca_certificates.insert(id, c);
             }
             Resource::Backend(b) => {
                 resources.backends.insert(id, b);
@@ -314,6 +401,7 @@ impl Resource {
 pub fn remove_from(resources: &mut Resources, kind: Kind, id: &ResourceId) -> bool {
     match kind {
         Kind::Certificate => resources.certificates.remove(id).is_some(),
+        Kind::CaCertificate => resources.ca_certificates.remove(id).is_some(),
         Kind::Backend => resources.backends.remove(id).is_some(),
         Kind::Api => resources.apis.remove(id).is_some(),
     }
@@ -332,6 +420,13 @@ pub fn decode(
         Kind::Certificate => {
             let stored: StoredCertificate = serde_json::from_slice(record).map_err(|e| bad(&e))?;
             Resource::Certificate(std::sync::Arc::new(stored.open(id.clone(), master_key)?))
+        }
+        Kind::CaCertificate => {
+            let stored: StoredCaCertificate =
+                serde_json::from_slice(record).map_err(|e| bad(&e))?;
+            Resource::CaCertificate(std::sync::Arc::new(
+                stored.open(id.clone()).map_err(|e| bad(&e))?,
+            ))
         }
         Kind::Backend => {
             let stored: StoredBackend = serde_json::from_slice(record).map_err(|e| bad(&e))?;
@@ -405,9 +500,34 @@ mod tests {
         .unwrap();
         let bytes = encode_backend(&b).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(v["schema"], BACKEND_SCHEMA);
+        assert_eq!(
+            v["schema"], 1,
+            "no trust lists: still readable by an older edgegw"
+        );
         let stored: StoredBackend = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(Backend::try_from((id("b1"), &stored)).unwrap(), b);
+        let trusted = Backend::new(id("b4"), "https://h", true, true, None)
+            .unwrap()
+            .with_trust(BackendTrust {
+                ca_ids: vec![id("ca2"), id("ca1"), id("ca2")],
+                server_names: vec!["Orders.Internal".into()],
+                pins: vec![Thumbprint([0xbb; 20])],
+            })
+            .unwrap();
+        assert_eq!(
+            trusted.trust.ca_ids,
+            vec![id("ca1"), id("ca2")],
+            "sorted, deduplicated"
+        );
+        assert_eq!(
+            trusted.trust.server_names,
+            vec!["orders.internal".to_owned()]
+        );
+        let bytes = encode_backend(&trusted).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema"], BACKEND_SCHEMA);
+        let stored: StoredBackend = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(Backend::try_from((id("b4"), &stored)).unwrap(), trusted);
         // A 0.1 record: the REST body as it was stored, no schema.
         let old: StoredBackend = serde_json::from_str(
             r#"{"url":"https://h","tls":{"validateCertificateChain":false,"validateCertificateName":true},"credentials":{"certificateId":"c1"}}"#,
@@ -417,7 +537,7 @@ mod tests {
         assert!(!old.validate_chain && old.validate_name);
         assert_eq!(old.credential, Some(CertificateRef::Id(id("c1"))));
         let newer: StoredBackend =
-            serde_json::from_str(r#"{"schema":2,"url":"https://h"}"#).unwrap();
+            serde_json::from_str(r#"{"schema":3,"url":"https://h"}"#).unwrap();
         let e = Backend::try_from((id("b3"), &newer)).unwrap_err();
         assert!(e.contains("newer edgegw"), "{e}");
 

@@ -6,18 +6,39 @@ use std::net::IpAddr;
 use std::os::raw::c_int;
 use std::sync::OnceLock;
 
+use boring::hash::MessageDigest;
 use boring::ssl::{
     Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use boring::x509::X509VerifyError;
+use boring::x509::store::X509StoreBuilder;
+use boring::x509::verify::X509VerifyParamRef;
+use boring::x509::{X509VerifyError, X509};
+use foreign_types::ForeignTypeRef as _;
 
-use crate::model::Certificate;
+use crate::model::{Certificate, Thumbprint};
+
+/// One more name the certificate may carry (`X509_VERIFY_PARAM_add1_host`, which `boring`
+/// does not wrap): any of the names set passes.
+fn add_host(param: &mut X509VerifyParamRef, name: &str) -> Result<(), boring::error::ErrorStack> {
+    // SAFETY: `param` is a valid parameter object owned by the connection; the name is
+    // passed with its length (no NUL needed) and copied by BoringSSL.
+    let ok = unsafe {
+        boring_sys::X509_VERIFY_PARAM_add1_host(param.as_ptr(), name.as_ptr().cast(), name.len())
+    };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(boring::error::ErrorStack::get())
+    }
+}
 
 /// Why the TLS connection to a backend failed (contract §4, `details[].reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TlsFailure {
     UntrustedChain,
     NameMismatch,
+    /// The backend's certificate is none of `tls.serverCertificateThumbprints`.
+    PinMismatch,
     Expired,
     ClientCertificateRejected,
     HandshakeFailed,
@@ -28,6 +49,7 @@ impl TlsFailure {
         match self {
             TlsFailure::UntrustedChain => "UntrustedChain",
             TlsFailure::NameMismatch => "NameMismatch",
+            TlsFailure::PinMismatch => "PinMismatch",
             TlsFailure::Expired => "Expired",
             TlsFailure::ClientCertificateRejected => "ClientCertificateRejected",
             TlsFailure::HandshakeFailed => "HandshakeFailed",
@@ -71,6 +93,8 @@ pub fn classify_failure(ssl: &SslRef, error: &boring::ssl::Error) -> TlsFailure 
             X509VerifyError::CERT_HAS_EXPIRED | X509VerifyError::CERT_NOT_YET_VALID => {
                 TlsFailure::Expired
             }
+            // Set by the pin check of `build_context`'s verify callback, and only there.
+            X509VerifyError::APPLICATION_VERIFICATION => TlsFailure::PinMismatch,
             _ => TlsFailure::UntrustedChain,
         };
     }
@@ -97,26 +121,66 @@ pub fn take_new_session(ssl: &mut SslRef) -> Option<SslSession> {
     ssl.ex_data_mut(session_slot()).and_then(Option::take)
 }
 
-/// Builds the client context for one certificate and pair of validation flags.
+/// How a backend's certificate is verified.
+#[derive(Clone, Debug, Default)]
+pub struct Verification {
+    pub validate_chain: bool,
+    pub validate_name: bool,
+    /// The CA certificates the chain must lead to; `None`: the system trust store.
+    pub anchors: Option<Vec<X509>>,
+    /// SHA-1 thumbprints one of which the leaf must have; empty: no pin.
+    pub pins: Vec<Thumbprint>,
+}
+
+/// Builds the client context for one certificate and one way of verifying the backend.
 pub fn build_context(
     certificate: Option<&Certificate>,
-    validate_chain: bool,
-    validate_name: bool,
+    verification: &Verification,
 ) -> Result<SslContext, boring::error::ErrorStack> {
     let mut builder = SslContext::builder(SslMethod::tls())?;
     builder.set_min_proto_version(Some(SslVersion::TLS1_2))?;
     builder.set_alpn_protos(b"\x08http/1.1")?;
-    builder.set_default_verify_paths()?;
-    if validate_chain || validate_name {
-        builder.set_verify_callback(SslVerifyMode::PEER, move |preverified, ctx| {
-            if preverified || validate_chain {
-                return preverified;
+    match &verification.anchors {
+        // Exactly these CAs: the system store is not consulted.
+        Some(anchors) => {
+            let mut store = X509StoreBuilder::new()?;
+            for anchor in anchors {
+                store.add_cert(anchor)?;
             }
-            // Chain validation is off: only a name mismatch still fails the handshake.
-            !matches!(
-                ctx.verify_result(),
-                Err(X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH)
-            )
+            builder.set_cert_store(store.build());
+        }
+        None => builder.set_default_verify_paths()?,
+    }
+    let Verification {
+        validate_chain,
+        validate_name,
+        ref pins,
+        ..
+    } = *verification;
+    if validate_chain || validate_name || !pins.is_empty() {
+        let pins = pins.clone();
+        builder.set_verify_callback(SslVerifyMode::PEER, move |preverified, ctx| {
+            let ok = if preverified || validate_chain {
+                preverified
+            } else {
+                // Chain validation is off: only a name mismatch still fails the handshake.
+                !matches!(
+                    ctx.verify_result(),
+                    Err(X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH)
+                )
+            };
+            // The leaf is seen last (depth 0) with every other check already done.
+            if ok && !pins.is_empty() && ctx.error_depth() == 0 {
+                let pinned = ctx
+                    .current_cert()
+                    .and_then(|leaf| leaf.digest(MessageDigest::sha1()).ok())
+                    .is_some_and(|d| pins.iter().any(|p| p.0[..] == d[..]));
+                if !pinned {
+                    ctx.set_error(Err(X509VerifyError::APPLICATION_VERIFICATION));
+                    return false;
+                }
+            }
+            ok
         });
     } else {
         builder.set_verify(SslVerifyMode::NONE);
@@ -143,11 +207,13 @@ pub fn capture_new_sessions(builder: &mut boring::ssl::SslContextBuilder) {
     });
 }
 
-/// Per-connection settings: SNI for names, the name to verify, the session to resume.
+/// Per-connection settings: SNI for names, the names to verify (`server_names`, else the
+/// URL's host), the session to resume.
 pub fn new_connection(
     context: &SslContext,
     host: &str,
     validate_name: bool,
+    server_names: &[String],
     session: Option<&SslSession>,
 ) -> Result<Ssl, boring::error::ErrorStack> {
     let mut ssl = Ssl::new(context)?;
@@ -156,9 +222,16 @@ pub fn new_connection(
         ssl.set_hostname(host)?;
     }
     if validate_name {
-        match ip {
-            Some(ip) => ssl.param_mut().set_ip(ip)?,
-            None => ssl.param_mut().set_host(host)?,
+        match (server_names.split_first(), ip) {
+            (Some((first, others)), _) => {
+                let param = ssl.param_mut();
+                param.set_host(first)?;
+                for name in others {
+                    add_host(param, name)?;
+                }
+            }
+            (None, Some(ip)) => ssl.param_mut().set_ip(ip)?,
+            (None, None) => ssl.param_mut().set_host(host)?,
         }
     }
     if let Some(session) = session {

@@ -11,13 +11,17 @@ use boring::hash::MessageDigest;
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{
-    select_next_proto, AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode,
-    SslVersion,
+    select_next_proto, AlpnError, SslAcceptor, SslMethod, SslOptions, SslRef, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use boring::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use boring::x509::store::{X509Store, X509StoreBuilder};
+use boring::x509::verify::X509VerifyFlags;
 use boring::x509::{X509NameBuilder, X509};
+use foreign_types::ForeignTypeRef as _;
 
 use super::tickets::TicketKeys;
+use crate::config::ClientCertificates;
 use crate::secret::Secret;
 
 /// What the listener's TLS needs from the configuration.
@@ -27,6 +31,8 @@ pub struct ServerTlsSettings<'a> {
     pub data_dir: &'a Path,
     pub session_tickets: bool,
     pub key_exchange_groups: &'a [String],
+    /// Whether callers are asked for a certificate (`listener.client_certificates`).
+    pub client_certificates: ClientCertificates,
 }
 
 #[derive(Debug)]
@@ -91,6 +97,18 @@ pub fn build_acceptor(
     builder.set_alpn_select_callback(|_, client| {
         select_next_proto(ALPN_HTTP11, client).ok_or(AlpnError::NOACK)
     });
+    match settings.client_certificates {
+        ClientCertificates::Off => {}
+        // The CAs are the connection's (`ClientTrust::apply`): they change without a
+        // restart. Optional: any certificate passes the handshake, its verdict is kept
+        // (`SSL_get_verify_result`, in the session too) for the APIs' policies to judge.
+        ClientCertificates::Optional => {
+            builder.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+        }
+        ClientCertificates::Required => {
+            builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+    }
     if settings.session_tickets {
         tickets.install(&mut builder);
         // Tickets only: no server-side session cache shared across cores.
@@ -100,6 +118,78 @@ pub fn build_acceptor(
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
     }
     Ok(builder.build())
+}
+
+/// The CAs callers' certificates are verified against, as one connection applies them:
+/// the verify store, and the session id context that ties a session (and the verdict kept
+/// in it) to this set of CAs, so that a session verified under another set never resumes.
+pub struct ClientTrust {
+    store: X509Store,
+    session_context: [u8; 32],
+}
+
+impl ClientTrust {
+    /// The trust for `mode` from the CA certificates' certificates and identities (in
+    /// `listener.client_ca_ids` order). In optional mode the store leaves validity dates to
+    /// the policy (`validate-not-before`/`-after` may turn them off); required mode checks
+    /// them in the handshake.
+    pub fn new(
+        mode: ClientCertificates,
+        cas: &[(&[u8; 32], &[X509])],
+    ) -> Result<ClientTrust, boring::error::ErrorStack> {
+        let mut store = X509StoreBuilder::new()?;
+        let mut context = boring::sha::Sha256::new();
+        context.update(mode.as_str().as_bytes());
+        for (digest, certificates) in cas {
+            context.update(&digest[..]);
+            for certificate in certificates.iter() {
+                store.add_cert(certificate)?;
+            }
+        }
+        if mode == ClientCertificates::Optional {
+            // `boring`'s flag set lacks BoringSSL's X509_V_FLAG_NO_CHECK_TIME.
+            let no_check_time = boring_sys::X509_V_FLAG_NO_CHECK_TIME as _;
+            store.try_set_flags(X509VerifyFlags::from_bits_retain(no_check_time))?;
+        }
+        Ok(ClientTrust {
+            store: store.build(),
+            session_context: context.finish(),
+        })
+    }
+
+    /// Sets the store and session context on a new server connection.
+    pub fn apply(&self, ssl: &mut SslRef) -> Result<(), boring::error::ErrorStack> {
+        ssl.set_verify_cert_store(self.store.clone())?;
+        // SAFETY: a live SSL the caller owns; BoringSSL copies the (at most 32) bytes.
+        let ok = unsafe {
+            boring_sys::SSL_set_session_id_context(
+                ssl.as_ptr(),
+                self.session_context.as_ptr(),
+                self.session_context.len(),
+            )
+        };
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(boring::error::ErrorStack::get())
+        }
+    }
+}
+
+/// True when a failed client handshake failed over the caller's certificate: none was sent
+/// where one is required, or it did not verify.
+pub fn refused_client_certificate(error: &boring::ssl::Error) -> bool {
+    let ssl_library = boring_sys::ERR_LIB_SSL.0 as std::os::raw::c_int;
+    let reasons = [
+        boring_sys::SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE,
+        boring_sys::SSL_R_CERTIFICATE_VERIFY_FAILED,
+    ];
+    error.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|e| e.library_code() == ssl_library && reasons.contains(&e.reason_code()))
+    })
 }
 
 /// TLS 1.3 cipher suites in the server's order: AES-128-GCM-SHA256, then AES-256-GCM-SHA384,

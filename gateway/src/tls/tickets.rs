@@ -345,6 +345,7 @@ mod tests {
             data_dir: dir,
             session_tickets: true,
             key_exchange_groups: &groups,
+            client_certificates: crate::config::ClientCertificates::Off,
         };
         build_acceptor(&settings, keys).unwrap()
     }

@@ -15,7 +15,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::buffer::{ByteSink, ByteSource, InBuffer};
-use crate::model::CredentialId;
+use crate::model::{CredentialId, Thumbprint};
 use crate::tls::client::{self, TlsFailure};
 use crate::tls::stream::{TlsError, TlsStream};
 
@@ -33,7 +33,21 @@ pub struct PoolKey {
     pub credential: Option<CredentialId>,
     pub validate_chain: bool,
     pub validate_name: bool,
+    /// The backend's trust settings, when it has any: a connection verified under one
+    /// set of CAs, names or pins never serves a request that needs another.
+    pub trust: Option<Arc<TrustId>>,
     pub tls: bool,
+}
+
+/// The identity of a backend's trust settings: the CA certificates by content (a CA
+/// re-uploaded with other certificates under the same id is another identity), the names
+/// and the pins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TrustId {
+    /// SHA-256 of each trusted CA certificate resource, in id order.
+    pub anchors: Vec<[u8; 32]>,
+    pub server_names: Vec<String>,
+    pub pins: Vec<Thumbprint>,
 }
 
 /// The socket to a backend: TLS, or plain TCP for `http://` backends.
@@ -236,6 +250,8 @@ pub struct Endpoint {
 pub struct UpstreamTls {
     pub context: SslContext,
     pub validate_name: bool,
+    /// Names the certificate must carry instead of the URL's host (empty: the host).
+    pub server_names: Vec<String>,
 }
 
 /// Opens a new connection to `endpoint` (TLS when `tls` is given), offering `session` for
@@ -271,6 +287,7 @@ pub async fn connect(
         &tls.context,
         &endpoint.host,
         tls.validate_name,
+        &tls.server_names,
         session.as_ref(),
     )
     .map_err(|e| ConnectError::Tls(TlsFailure::HandshakeFailed, e.to_string()))?;

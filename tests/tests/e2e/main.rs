@@ -20,4 +20,5 @@ mod pooling;
 mod restart;
 mod resumption;
 mod seed;
+mod trust;
 mod upstream_faults;

@@ -9,6 +9,7 @@
 //! one message body, either way.
 
 mod body;
+mod caller;
 mod forward;
 mod request;
 mod respond;
@@ -34,6 +35,8 @@ struct Downstream {
     tls: TlsStream,
     buf: InBuffer,
     peer_ip: String,
+    /// The certificate the caller presented in the handshake (or the resumed session).
+    caller: Option<Rc<caller::Caller>>,
     /// Memory reused from request to request: the backend's response head, and the
     /// rewritten heads sent either way.
     response: ResponseHead,
@@ -92,10 +95,12 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
     let Some(tls) = accept_tls(&ctx, tcp, peer).await else {
         return;
     };
+    let caller = caller::presented(&ctx, &tls).map(Rc::new);
     let mut client = Downstream {
         tls,
         buf: InBuffer::new(),
         peer_ip: peer.ip().to_string(),
+        caller,
         response: ResponseHead::default(),
         upstream_head: Vec::new(),
         response_head: Vec::new(),
@@ -195,19 +200,26 @@ fn report(
 /// The TLS handshake with the client, bounded by the header timeout.
 async fn accept_tls(ctx: &WorkerContext, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream> {
     let _ = tcp.set_nodelay(true);
-    let ssl = match Ssl::new(ctx.acceptor.context()) {
+    let mut ssl = match Ssl::new(ctx.acceptor.context()) {
         Ok(ssl) => ssl,
         Err(e) => {
             tracing::error!(error = %e, "cannot create a TLS session");
             return None;
         }
     };
+    if let Some(trust) = &ctx.snapshot.load().client_trust {
+        if let Err(e) = trust.apply(&mut ssl) {
+            tracing::error!(error = %e, "cannot set the client-certificate trust");
+            return None;
+        }
+    }
     let started = Instant::now();
     let handshake = TlsStream::accept(tcp, ssl);
     let tls = match monoio::time::timeout(ctx.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake failed");
+            caller::count_failed_handshake(ctx, &e);
             return None;
         }
         Err(_) => {
@@ -299,6 +311,9 @@ async fn proxy(
     req.checked = request::check(req.head, &ctx.limits)?;
     let snapshot = ctx.snapshot.load();
     let routed = route::route(&snapshot, req)?;
+    if let Some(rule) = &routed.route.client_rule {
+        caller::check(rule, client.caller.as_deref(), req)?;
+    }
     let target = &routed.route.target;
     if request::expects_continue(req.head) && !respond::send_continue(client).await {
         return Ok(Outcome::client_gone());
@@ -308,7 +323,12 @@ async fn proxy(
         request::first_chunk_line(ctx, client).await?;
     }
     let mut upstream_head = std::mem::take(&mut client.upstream_head);
-    route::build_upstream_head(&mut upstream_head, req, &routed, &client.peer_ip);
+    let forwarded = client
+        .caller
+        .as_deref()
+        .filter(|_| ctx.callers.forward)
+        .map(|c| c.forwarded.as_str());
+    route::build_upstream_head(&mut upstream_head, req, &routed, &client.peer_ip, forwarded);
     let result = send_and_relay(ctx, client, req, target, &upstream_head).await;
     client.upstream_head = upstream_head;
     result

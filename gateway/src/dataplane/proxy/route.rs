@@ -69,13 +69,15 @@ pub(super) fn route<'s>(
 }
 
 /// The request head as the backend gets it: rewritten path, backend `Host`, forwarding
-/// headers (`X-Forwarded-For` with `client_ip`, `-Proto`, `X-Request-Id`), no hop-by-hop
-/// fields.
+/// headers (`X-Forwarded-For` with `client_ip`, `-Proto`, `X-Request-Id`, and
+/// `X-Forwarded-Client-Cert` with `client_certificate` when it is forwarded), no hop-by-hop
+/// fields. A caller's own `X-Forwarded-Client-Cert` never passes: only edgegw vouches.
 pub(super) fn build_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_>,
     routed: &Routed<'_>,
     client_ip: &str,
+    client_certificate: Option<&str>,
 ) {
     let head = req.head;
     let target = &routed.route.target;
@@ -98,6 +100,7 @@ pub(super) fn build_upstream_head(
             || h.is("x-forwarded-proto")
             || h.is("expect")
             || h.is("x-request-id")
+            || h.is("x-forwarded-client-cert")
         {
             continue;
         }
@@ -117,6 +120,9 @@ pub(super) fn build_upstream_head(
     out.extend_from_slice(b"\r\n");
     http::push_header(out, "X-Forwarded-Proto", b"https");
     http::push_header(out, "X-Request-Id", req.id.as_bytes());
+    if let Some(value) = client_certificate {
+        http::push_header(out, "X-Forwarded-Client-Cert", value.as_bytes());
+    }
     http::push_framing(out, req.checked.framing);
     out.extend_from_slice(b"\r\n");
 }
