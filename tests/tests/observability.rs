@@ -597,6 +597,14 @@ fn required_alerts() -> Vec<(&'static str, Vec<(&'static str, String)>)> {
             vec![("certificate", "soon".into())],
         ),
         (
+            "EdgegwCaCertificateExpiringIn30Days",
+            vec![("ca_certificate", "soon-ca".into())],
+        ),
+        (
+            "EdgegwCaCertificateExpiringIn7Days",
+            vec![("ca_certificate", "soon-ca".into())],
+        ),
+        (
             "EdgegwUpstreamTlsErrors",
             vec![
                 ("backend", "be-strict".into()),
@@ -681,6 +689,13 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
             &testkit::Cert::new("/CN=soon/O=edgegw-test", testkit::KeyType::P256).days(5),
         )
         .expect("soon.pem");
+    // A CA certificate expiring in 5 days (the CA-expiry panel and alerts).
+    pki.kit()
+        .self_signed(
+            "soon-ca",
+            &testkit::Cert::ca("/CN=Soon CA/O=edgegw-test", testkit::KeyType::P256).days(5),
+        )
+        .expect("soon-ca.pem");
     let backend = Backend::simple(&pki, "server.pem", "server.key");
     // A backend that only accepts client certificates issued by the test CA: the
     // self-signed client-1 is refused (ClientCertificateRejected).
@@ -724,6 +739,14 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
         "upload client-2",
     );
     ok(admin.delete("/certificates/client-2"), "delete client-2");
+    let soon_ca = base64_of(&pki.read("soon-ca.pem"));
+    ok(
+        admin.put_json(
+            "/caCertificates/soon-ca",
+            &serde_json::json!({ "data": soon_ca }),
+        ),
+        "upload soon-ca",
+    );
     let url = format!("{}/base", backend.url());
     ok(
         admin.put_backend("be-good", &url, false, false, Some("client-1")),
@@ -922,6 +945,7 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
         "put certificate soon",
         "put certificate client-2",
         "delete certificate client-2",
+        "put caCertificate soon-ca",
         "put backend be-good",
         "put backend be-strict",
         "put backend be-picky",
@@ -965,4 +989,9 @@ fn dashboards_and_alerts_against_a_real_prometheus() {
         "observability: ok in {:.1}s ({report})",
         t0.elapsed().as_secs_f64()
     );
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

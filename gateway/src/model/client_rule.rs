@@ -172,13 +172,8 @@ pub fn read_rule(e: &BytesStart<'_>) -> Result<ClientCertificateRule, String> {
         identities: Vec::new(),
     };
     let mut revocation = None;
-    for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("malformed attribute on <{ELEMENT}> ({err})"))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr
-            .unescape_value()
-            .map_err(|err| format!("attribute '{key}' on <{ELEMENT}> is malformed ({err})"))?;
-        let flag = || match value.as_ref() {
+    for (key, value) in super::policy::attributes(e, ELEMENT)? {
+        let flag = || match value.as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
             other => Err(format!(
@@ -210,13 +205,7 @@ pub fn read_rule(e: &BytesStart<'_>) -> Result<ClientCertificateRule, String> {
 pub fn read_identity(e: &BytesStart<'_>) -> Result<Identity, String> {
     const IDENTITY: &str = "identity";
     let mut identity = Identity::default();
-    for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("malformed attribute on <{IDENTITY}> ({err})"))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr
-            .unescape_value()
-            .map_err(|err| format!("attribute '{key}' on <{IDENTITY}> is malformed ({err})"))?
-            .into_owned();
+    for (key, value) in super::policy::attributes(e, IDENTITY)? {
         match key.as_str() {
             "thumbprint" => {
                 identity.thumbprint = Some(Thumbprint::parse(&value).ok_or_else(|| {

@@ -258,15 +258,29 @@ fn no_attributes(e: &BytesStart<'_>, element: &str) -> Result<(), String> {
     }
 }
 
-fn authentication_certificate(e: &BytesStart<'_>) -> Result<CertificateRef, String> {
-    const ELEMENT: &str = "authentication-certificate";
-    let mut found: Option<CertificateRef> = None;
+/// The attributes of `e` as (name, unescaped value), in document order; a malformed one is
+/// an error naming `element`.
+pub(super) fn attributes(
+    e: &BytesStart<'_>,
+    element: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
     for attr in e.attributes() {
-        let attr = attr.map_err(|err| format!("malformed attribute on <{ELEMENT}> ({err})"))?;
+        let attr = attr.map_err(|err| format!("malformed attribute on <{element}> ({err})"))?;
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
         let value = attr
             .unescape_value()
-            .map_err(|err| format!("attribute '{key}' on <{ELEMENT}> is malformed ({err})"))?;
+            .map_err(|err| format!("attribute '{key}' on <{element}> is malformed ({err})"))?
+            .into_owned();
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn authentication_certificate(e: &BytesStart<'_>) -> Result<CertificateRef, String> {
+    const ELEMENT: &str = "authentication-certificate";
+    let mut found: Option<CertificateRef> = None;
+    for (key, value) in attributes(e, ELEMENT)? {
         let parsed = match key.as_str() {
             "certificate-id" => CertificateRef::Id(ResourceId::parse(&value).map_err(|_| {
                 format!("certificate-id \"{value}\" is not a valid id (1 to 80 characters of A-Z a-z 0-9 . _ -)")
