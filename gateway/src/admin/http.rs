@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
+use super::console::{self, Console};
 use super::rest::{ApiBody, BackendBody, CaCertificateBody, CertificateBody, CertificateResource};
 use super::{AdminError, AdminToken, ControlPlane, Expect, Written};
 use crate::model::ResourceId;
@@ -59,7 +60,13 @@ pub type Readiness = Arc<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
 /// probes, which answer ready whenever the router answers at all (for tests and tools that
 /// have no data plane).
 pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
-    router_with_readiness(control, token, Arc::new(|| Ok(())), RecentErrors::new())
+    router_with_readiness(
+        control,
+        token,
+        Arc::new(|| Ok(())),
+        RecentErrors::new(),
+        None,
+    )
 }
 
 /// The management API with its probes, which need no token:
@@ -69,15 +76,44 @@ pub fn router(control: Arc<ControlPlane>, token: AdminToken) -> Router {
 ///
 /// And, behind the token, `GET /requests/{id}`: what failed for a request the data plane
 /// answered with an error of its own (from `recent_errors`).
+///
+/// With `console`, the operator console too: its page at `/` and assets under
+/// `/console/` (no token: they hold no data), `GET /overview` and `POST /apis/{id}/test`
+/// (behind the token, like everything else).
 pub fn router_with_readiness(
     control: Arc<ControlPlane>,
     token: AdminToken,
     ready: Readiness,
     recent_errors: RecentErrors,
+    console: Option<Arc<Console>>,
 ) -> Router {
     let auth = Arc::new(token);
-    Router::new()
-        .route(HEALTHZ, get(healthz))
+    let mut app = Router::new();
+    if let Some(console) = console {
+        let (overview, trial) = (console.clone(), console);
+        app = app
+            .route("/", get(|| async { console::asset("/") }))
+            .route(
+                "/console/{file}",
+                get(|Path(file): Path<String>| async move {
+                    console::asset(&format!("/console/{file}"))
+                }),
+            )
+            .route(
+                "/overview",
+                get(move |State(c): Control| {
+                    let overview = overview.clone();
+                    async move { Json(overview.overview(&c)) }
+                }),
+            )
+            .route(
+                "/apis/{id}/test",
+                axum::routing::post(move |state, path, body| {
+                    test_api(trial.clone(), state, path, body)
+                }),
+            );
+    }
+    app.route(HEALTHZ, get(healthz))
         .route(READYZ, get(move || readyz(ready.clone())))
         .route(
             "/requests/{id}",
@@ -139,7 +175,9 @@ fn authorized(token: &AdminToken, headers: &HeaderMap) -> bool {
 /// turned into the JSON error shape (keeping its `Allow` header).
 async fn guard(State(auth): State<Arc<AdminToken>>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let probe = matches!(request.uri().path(), HEALTHZ | READYZ);
+    let probe = matches!(request.uri().path(), HEALTHZ | READYZ)
+        || (matches!(method, axum::http::Method::GET | axum::http::Method::HEAD)
+            && console::is_asset(request.uri().path()));
     let response = if probe {
         next.run(request).await
     } else {
@@ -550,6 +588,23 @@ async fn delete_certificate(
     let expect = expectation(&headers)?;
     write(c, move |c| c.delete_certificate(&id, &expect)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- the console's test call ----
+
+async fn test_api(
+    console: Arc<Console>,
+    State(c): Control,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<console::Trial>, AdminError> {
+    let id = resource_id(path)?;
+    let body: console::TrialBody = json_body(body)?;
+    // Blocking I/O (a TLS connection to our own listener): off the async thread.
+    let trial = tokio::task::spawn_blocking(move || console::run_trial(&console, &c, &id, &body))
+        .await
+        .map_err(|e| AdminError::internal(format!("the test call ended abnormally: {e}")))??;
+    Ok(Json(trial))
 }
 
 // ---- CA certificates ----

@@ -26,6 +26,7 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod audit;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod rest;

@@ -1274,6 +1274,7 @@ async fn probes_need_no_token_and_readyz_says_why_not() {
             }
         }),
         crate::diagnostics::RecentErrors::new(),
+        None,
     );
     let get = |app: Router| async move {
         let res = app

@@ -281,6 +281,29 @@ pub fn render(handle: &PrometheusHandle) -> String {
     out
 }
 
+/// Requests answered so far (`edgegw_requests_total` summed) and how many of them with a
+/// status of 500 or more, read from the rendered metrics (the console's overview).
+pub fn request_totals(handle: &PrometheusHandle) -> (f64, f64) {
+    let mut total = 0.0;
+    let mut errors = 0.0;
+    for line in handle.render().lines() {
+        let Some(rest) = line.strip_prefix(REQUESTS_TOTAL) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        total += value;
+        if labels.contains("code=\"5") {
+            errors += value;
+        }
+    }
+    (total, errors)
+}
+
 /// One admin change (`kind`: certificate|backend|api|policy, `operation`: put|delete).
 pub fn record_admin_change(kind: &'static str, operation: &'static str) {
     metrics::counter!(ADMIN_CHANGES_TOTAL, "kind" => kind, "operation" => operation).increment(1);

@@ -300,6 +300,20 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .map_err(|e| fail(&format!("control socket {}", socket_path.display()), e))?
     };
     let steering_control = steering.control();
+    let console = {
+        let render = prometheus.clone();
+        let mode = match steering.active() {
+            steering::Active::Ebpf(_) => "ebpf",
+            steering::Active::Kernel => "kernel",
+        };
+        Arc::new(admin::console::Console::new(
+            listen,
+            publisher.handle(),
+            vec![driver.name(); workers],
+            mode,
+            Arc::new(move || metrics::request_totals(&render)),
+        ))
+    };
     let ready = readiness(
         steering.pulses().to_vec(),
         fleet_node.as_ref().map(|node| node.configured()),
@@ -329,6 +343,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             control_socket: &control_socket,
             steering: steering_control.clone(),
             listen,
+            console: console.clone(),
         }));
         match exit {
             Ok(Exit::Signal) => break Ok(()),
@@ -540,6 +555,7 @@ struct ControlPlaneParts<'a> {
     control_socket: &'a ControlSocket,
     steering: Arc<steering::Control>,
     listen: SocketAddr,
+    console: Arc<admin::console::Console>,
 }
 
 /// Serves the admin API and /metrics, rotates ticket keys and answers the control socket
@@ -560,6 +576,7 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         control_socket,
         steering,
         listen,
+        console,
     } = parts;
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(|e| fail("admin listener", e))?;
@@ -567,7 +584,8 @@ async fn control_plane(parts: ControlPlaneParts<'_>) -> Result<Exit, RunError> {
         .map_err(|e| fail("metrics listener", e))?;
     let dns_control = control.clone();
     tokio::spawn(recent_errors.clone().drain_periodically());
-    let admin_app = admin::router_with_readiness(control, token, ready, recent_errors);
+    let admin_app =
+        admin::router_with_readiness(control, token, ready, recent_errors, Some(console));
     let render = prometheus.clone();
     let refresh = steering.clone();
     let metrics_app = axum::Router::new().route(
