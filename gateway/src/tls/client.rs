@@ -10,7 +10,7 @@ use boring::hash::MessageDigest;
 use boring::ssl::{
     Ssl, SslContext, SslMethod, SslRef, SslSession, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use boring::x509::store::X509StoreBuilder;
+use boring::x509::store::{X509Store, X509StoreBuilder};
 use boring::x509::verify::X509VerifyParamRef;
 use boring::x509::{X509VerifyError, X509};
 use foreign_types::ForeignTypeRef as _;
@@ -121,6 +121,25 @@ pub fn take_new_session(ssl: &mut SslRef) -> Option<SslSession> {
     ssl.ex_data_mut(session_slot()).and_then(Option::take)
 }
 
+/// The system trust store (BoringSSL's default paths), loaded once and shared by every
+/// client context that uses it (an `X509_STORE` is reference counted and locks itself).
+///
+/// Each context used to load it for itself: the CA bundle parsed again (about 150
+/// certificates, thousands of small allocations) for every new context, i.e. for every
+/// certificate upload; under a soak with an upload a second that churn fragmented the heap
+/// and RSS kept rising (docs/BENCHMARKS.md, "Hardening"). `None` when it cannot be built
+/// (then each context loads the default paths itself, as before).
+fn system_store() -> Option<&'static X509Store> {
+    static STORE: OnceLock<Option<X509Store>> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let mut builder = X509StoreBuilder::new().ok()?;
+            builder.set_default_paths().ok()?;
+            Some(builder.build())
+        })
+        .as_ref()
+}
+
 /// How a backend's certificate is verified.
 #[derive(Clone, Debug, Default)]
 pub struct Verification {
@@ -149,7 +168,10 @@ pub fn build_context(
             }
             builder.set_cert_store(store.build());
         }
-        None => builder.set_default_verify_paths()?,
+        None => match system_store() {
+            Some(store) => builder.set_cert_store_ref(store),
+            None => builder.set_default_verify_paths()?,
+        },
     }
     let Verification {
         validate_chain,
@@ -243,4 +265,37 @@ pub fn new_connection(
         unsafe { ssl.set_session(session)? };
     }
     Ok(ssl)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Contexts on the system store share one loaded store (one CA bundle parse per process,
+    /// not per certificate upload); a backend with its own CAs gets a store of its own.
+    #[test]
+    fn the_system_store_is_loaded_once_and_shared() {
+        let system = Verification {
+            validate_chain: true,
+            validate_name: true,
+            ..Verification::default()
+        };
+        let a = build_context(None, &system).unwrap();
+        let b = build_context(None, &system).unwrap();
+        assert_eq!(a.cert_store().as_ptr(), b.cert_store().as_ptr());
+        let pki = testkit::Pki::new("client-store").unwrap();
+        pki.self_signed(
+            "ca",
+            &testkit::Cert::ca("/CN=Own CA", testkit::KeyType::P256),
+        )
+        .unwrap();
+        let anchor = X509::from_pem(&pki.read("ca.pem").unwrap()).unwrap();
+        let own = Verification {
+            anchors: Some(vec![anchor]),
+            ..system
+        };
+        let c = build_context(None, &own).unwrap();
+        assert_ne!(a.cert_store().as_ptr(), c.cert_store().as_ptr());
+    }
 }
