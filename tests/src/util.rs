@@ -7,6 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `target/release` (or whichever profile dir holds the running test executable).
+/// The workspace root (README.md, dev, docs/ are there).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the e2e crate lives in the workspace")
+        .to_path_buf()
+}
+
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/release/deps/e2e-xxxx -> target/release

@@ -11,19 +11,12 @@
 // Test code: helpers outside #[test] functions fail their test by panicking, with the message.
 #![allow(clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use e2e::gateway::TOKEN;
+use e2e::util::repo_root;
 use e2e::*;
 use testkit::{Cert, KeyType, P12};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 #[test]
 fn the_seed_flow_through_the_console_in_chromium() {

@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use e2e::http::{policy_with_certificate_id, Admin, Request, TlsClient};
 use e2e::metrics::has_family;
 use e2e::prometheus::{promtool, Prometheus};
-use e2e::util::{bin_path, free_port, local, port_open, read_lossy, tail};
+use e2e::util::{bin_path, free_port, local, port_open, read_lossy, repo_root, tail};
 use e2e::{Backend, BackendOpts, Pki, P12_PASSWORD};
 use serde_json::Value;
 
@@ -66,13 +66,6 @@ const ABSENT_OK: &[(&str, &str)] = &[(
     "edgegw_steering_decisions_total",
     "exported only when eBPF connection steering is active",
 )];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))

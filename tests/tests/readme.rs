@@ -11,16 +11,10 @@
 #![allow(clippy::expect_used)]
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+use e2e::util::repo_root;
 
 /// The first ```sh block after the heading `## The seed flow with curl`.
 fn seed_flow_block(readme: &str) -> String {
