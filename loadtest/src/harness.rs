@@ -6,7 +6,7 @@
 //! stopped on drop.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,11 +53,9 @@ pub fn bin_dir() -> Result<PathBuf, String> {
         .into())
 }
 
+/// A free port on 127.0.0.1, never the same twice in this process (see testkit's).
 pub fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port: {e}"))
+    testkit::free_port().map_err(|e| format!("finding a free port: {e}"))
 }
 
 pub fn local(port: u16) -> SocketAddr {

@@ -37,3 +37,21 @@ pub fn temp_dir(tag: &str) -> Result<TempDir, String> {
             )
         })
 }
+
+/// A free TCP port on 127.0.0.1, never one this process was handed before: the kernel may
+/// give the same ephemeral port to two binds in a row once the first is closed, and ports
+/// picked one after the other (a server's listener, admin and metrics addresses) must
+/// differ (a CI run once got `admin.address` equal to `listener.address`).
+pub fn free_port() -> std::io::Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        drop(l);
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed.contains(&port) {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+}

@@ -1,9 +1,7 @@
 //! Small helpers shared by the harness: binary lookup, free ports, polling.
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `target/release` (or whichever profile dir holds the running test executable).
@@ -38,20 +36,9 @@ pub fn bin_path(name: &str) -> PathBuf {
     p
 }
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
 /// A free TCP port on 127.0.0.1, never the same twice within this test process.
 pub fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local_addr").port();
-        drop(l);
-        let mut g = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        let set = g.get_or_insert_with(HashSet::new);
-        if set.insert(port) {
-            return port;
-        }
-    }
+    testkit::free_port().expect("bind 127.0.0.1:0")
 }
 
 pub fn local(port: u16) -> SocketAddr {
