@@ -116,6 +116,16 @@ impl Gateway {
         self.write_config();
     }
 
+    /// New free ports for the listener, admin API and metrics (config rewritten), for a
+    /// restart after `kill -9`: the killed process's ports may meanwhile be an ephemeral
+    /// port of another test's connection, and the restart would find them in use.
+    pub fn move_to_fresh_ports(&mut self) {
+        self.listen = local(free_port());
+        self.admin_addr = local(free_port());
+        self.metrics_addr = local(free_port());
+        self.write_config();
+    }
+
     /// Starts the stopped (or only created) gateway with its config file and data dir,
     /// and waits until it is ready.
     pub fn start_stopped(&mut self) {

@@ -721,6 +721,7 @@ fn kill_9_during_admin_writes_loses_no_acknowledged_write() {
         // backend to the kill would route to a backend that may not exist.
         step = (step + done + 1).div_ceil(3) * 3;
 
+        gw.move_to_fresh_ports();
         gw.start_stopped();
         let found = stored(&gw.admin(), &thumbprints);
         let mut expected = acknowledged.lock().unwrap_or_else(|e| e.into_inner());
