@@ -171,23 +171,11 @@ impl Default for TlsBody {
 
 /// Reads the trust lists of a `tls` body.
 fn parse_trust(tls: &TlsBody) -> Result<BackendTrust, InvalidRequest> {
-    let mut trust = BackendTrust::default();
-    for raw in &tls.trusted_ca_certificate_ids {
-        trust.ca_ids.push(ResourceId::parse(raw).map_err(|_| {
-            InvalidRequest(format!(
-                "tls.trustedCaCertificateIds: {raw:?} is not an id (1 to 80 characters of A-Z a-z 0-9 . _ -)."
-            ))
-        })?);
-    }
-    for raw in &tls.server_certificate_thumbprints {
-        trust.pins.push(Thumbprint::parse(raw).ok_or_else(|| {
-            InvalidRequest(format!(
-                "tls.serverCertificateThumbprints: {raw:?} is not 40 hexadecimal characters."
-            ))
-        })?);
-    }
-    trust.server_names = tls.server_x509_names.clone();
-    Ok(trust)
+    BackendTrust::from_text(
+        &tls.trusted_ca_certificate_ids,
+        &tls.server_x509_names,
+        &tls.server_certificate_thumbprints,
+    )
 }
 
 fn yes() -> bool {

@@ -1,7 +1,9 @@
 //! Backends: the rules a [`Backend`] keeps (its URL's shape, credentials only over TLS).
 //! The REST body is `admin::rest`'s, the stored record `store::records`'s.
 
-use super::{Backend, BackendTrust, BackendUrl, CertificateRef, InvalidRequest, ResourceId};
+use super::{
+    Backend, BackendTrust, BackendUrl, CertificateRef, InvalidRequest, ResourceId, Thumbprint,
+};
 
 impl Backend {
     /// A backend from its URL text, validation flags and the certificate it presents.
@@ -71,6 +73,34 @@ impl Backend {
         trust.pins.dedup();
         self.trust = trust;
         Ok(self)
+    }
+}
+
+impl BackendTrust {
+    /// The lists as text (a REST body's, a stored record's): each CA id and pin checked;
+    /// the names are [`Backend::with_trust`]'s to check.
+    pub fn from_text(
+        ca_ids: &[String],
+        server_names: &[String],
+        pins: &[String],
+    ) -> Result<BackendTrust, InvalidRequest> {
+        let mut trust = BackendTrust::default();
+        for raw in ca_ids {
+            trust.ca_ids.push(ResourceId::parse(raw).map_err(|_| {
+                InvalidRequest(format!(
+                    "tls.trustedCaCertificateIds: {raw:?} is not an id (1 to 80 characters of A-Z a-z 0-9 . _ -)."
+                ))
+            })?);
+        }
+        for raw in pins {
+            trust.pins.push(Thumbprint::parse(raw).ok_or_else(|| {
+                InvalidRequest(format!(
+                    "tls.serverCertificateThumbprints: {raw:?} is not 40 hexadecimal characters."
+                ))
+            })?);
+        }
+        trust.server_names = server_names.to_vec();
+        Ok(trust)
     }
 }
 

@@ -269,18 +269,12 @@ impl TryFrom<(ResourceId, &StoredBackend)> for Backend {
             server_x509_names: Vec::new(),
             server_certificate_thumbprints: Vec::new(),
         });
-        let mut trust = BackendTrust::default();
-        for raw in &tls.trusted_ca_certificate_ids {
-            trust.ca_ids.push(
-                ResourceId::parse(raw).map_err(|_| format!("invalid CA certificate id {raw:?}"))?,
-            );
-        }
-        for raw in &tls.server_certificate_thumbprints {
-            trust
-                .pins
-                .push(Thumbprint::parse(raw).ok_or_else(|| format!("invalid thumbprint {raw:?}"))?);
-        }
-        trust.server_names = tls.server_x509_names.clone();
+        let trust = BackendTrust::from_text(
+            &tls.trusted_ca_certificate_ids,
+            &tls.server_x509_names,
+            &tls.server_certificate_thumbprints,
+        )
+        .map_err(|e| e.to_string())?;
         let credential = r
             .credentials
             .as_ref()

@@ -207,10 +207,14 @@ async fn accept_tls(ctx: &WorkerContext, tcp: TcpStream, peer: SocketAddr) -> Op
             return None;
         }
     };
-    if let Some(trust) = &ctx.snapshot.load().client_trust {
-        if let Err(e) = trust.apply(&mut ssl) {
-            tracing::error!(error = %e, "cannot set the client-certificate trust");
-            return None;
+    // Only a listener that asks callers for certificates has a trust to set (the snapshot
+    // carries none otherwise): no snapshot load per accept on the default path.
+    if ctx.callers.mode != crate::config::ClientCertificates::Off {
+        if let Some(trust) = &ctx.snapshot.load().client_trust {
+            if let Err(e) = trust.apply(&mut ssl) {
+                tracing::error!(error = %e, "cannot set the client-certificate trust");
+                return None;
+            }
         }
     }
     let started = Instant::now();
