@@ -33,6 +33,7 @@ pub const CA_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
 pub const WORKER_ACCEPTED_CONNECTIONS_TOTAL: &str = "edgegw_worker_accepted_connections_total";
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "edgegw_worker_active_connections";
 pub const CONFIG_GENERATION: &str = "edgegw_config_generation";
+pub const SNAPSHOT_PUBLISH_DURATION_SECONDS: &str = "edgegw_snapshot_publish_duration_seconds";
 pub const TICKET_KEY_ROTATIONS_TOTAL: &str = "edgegw_ticket_key_rotations_total";
 pub const STORE_CONNECTED: &str = "edgegw_store_connected";
 pub const STORE_WATCH_REVISION: &str = "edgegw_store_watch_revision";
@@ -65,12 +66,24 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handshake_buckets = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
     ];
+    // A rebuild of a small configuration takes tens of microseconds; one of thousands of
+    // routes and certificates, milliseconds to a second.
+    let publish_buckets = [
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1.0, 2.5,
+    ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()), &buckets)
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Suffix("_handshake_duration_seconds".to_owned()),
                 &handshake_buckets,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(SNAPSHOT_PUBLISH_DURATION_SECONDS.to_owned()),
+                &publish_buckets,
             )
         })
         .map_err(|e| format!("configuring metric buckets: {e}"))?
@@ -127,6 +140,11 @@ fn describe() {
     describe_gauge!(
         CONFIG_GENERATION,
         "Generation of the configuration snapshot in use; grows with every change."
+    );
+    describe_histogram!(
+        SNAPSHOT_PUBLISH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to rebuild the configuration snapshot (routes, upstream TLS contexts) after a change and make it current."
     );
     describe_counter!(TICKET_KEY_ROTATIONS_TOTAL, "Session-ticket key rotations.");
     describe_gauge!(
@@ -223,6 +241,11 @@ pub fn record_steering_counters(per_worker: &[u64], rerouted: u64, fallback: u64
     decision("rerouted").absolute(rerouted);
     decision("kernel_fallback").absolute(fallback);
     metrics::counter!(STEERING_MIGRATED_TOTAL).absolute(migrated);
+}
+
+/// One snapshot rebuild and publish (the control plane, after every change).
+pub fn record_snapshot_publish(took: Duration) {
+    metrics::histogram!(SNAPSHOT_PUBLISH_DURATION_SECONDS).record(took.as_secs_f64());
 }
 
 /// The expiry (Unix time) of every client certificate and every CA certificate, by id.

@@ -54,8 +54,10 @@ pub struct Snapshot {
     /// False until the first publish: the gateway has no configuration yet (the data plane
     /// answers 503 rather than 404 for every path).
     pub configured: bool,
-    /// Longest path first, so the first match is the longest one.
-    routes: Vec<Route>,
+    /// Every route by its API path. A lookup tries the request path's own prefixes at '/'
+    /// boundaries, longest first (one hash lookup per segment), so its cost does not grow
+    /// with the number of APIs.
+    routes: Routes,
     /// The CAs callers' certificates are verified against (`listener.client_ca_ids`), when
     /// the listener asks for certificates.
     pub client_trust: Option<Arc<ClientTrust>>,
@@ -65,13 +67,45 @@ impl Snapshot {
     /// The API whose path is `path` or a prefix of it at a '/' boundary, longest first, and
     /// the rest of the path after the API's path.
     pub fn route<'s, 'p>(&'s self, path: &'p str) -> Option<(&'s Route, &'p str)> {
-        self.routes.iter().find_map(|route| {
-            if route.path == "/" {
-                return Some((route, path));
+        // Cut points: the whole path, then before each '/', right to left. A prefix cut
+        // there leaves a rest that is empty or starts with '/', exactly the boundary rule.
+        let cuts = std::iter::once(path.len()).chain(
+            path.bytes()
+                .enumerate()
+                .rev()
+                .filter(|&(i, b)| b == b'/' && i > 0)
+                .map(|(i, _)| i),
+        );
+        for cut in cuts {
+            let prefix = &path[..cut];
+            if prefix == "/" {
+                continue; // the root route is the fallback below, with the whole path
             }
-            let rest = path.strip_prefix(route.path.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((route, rest))
-        })
+            if let Some(route) = self.routes.get(prefix) {
+                return Some((route, &path[cut..]));
+            }
+        }
+        // "/" is every path's prefix; its rest is the whole path.
+        self.routes.get("/").map(|route| (route, path))
+    }
+}
+
+/// Routes by API path; of two APIs with the same path (the admin API refuses that), the one
+/// with the smaller id wins, as the ids are visited in order.
+#[derive(Default)]
+struct Routes(HashMap<String, Route>);
+
+impl Routes {
+    fn get(&self, path: &str) -> Option<&Route> {
+        self.0.get(path)
+    }
+
+    fn from_sorted(routes: impl IntoIterator<Item = Route>) -> Routes {
+        let mut map = HashMap::new();
+        for route in routes {
+            map.entry(route.path.clone()).or_insert(route);
+        }
+        Routes(map)
     }
 }
 
@@ -156,8 +190,10 @@ impl Publisher {
     }
 
     /// Builds the next snapshot from `resources`, makes it current and returns its
-    /// generation (for the caller to record).
+    /// generation (for the caller to record). The time it took, from the start of the build
+    /// to the snapshot being current, goes to `edgegw_snapshot_publish_duration_seconds`.
     pub fn publish(&self, resources: &Resources) -> u64 {
+        let started = std::time::Instant::now();
         let generation = self.current.load().generation + 1;
         // A poisoned lock only means an earlier publish panicked midway; the map is still a
         // valid cache.
@@ -194,21 +230,18 @@ impl Publisher {
         }
         *cache = used;
         drop(cache);
-        routes.sort_by(|a, b| {
-            b.path
-                .len()
-                .cmp(&a.path.len())
-                .then_with(|| a.path.cmp(&b.path))
-        });
         self.current.store(Arc::new(Snapshot {
             generation,
             configured: true,
-            routes,
+            routes: Routes::from_sorted(routes),
             client_trust: self.client_trust(resources),
         }));
+        let took = started.elapsed();
+        crate::metrics::record_snapshot_publish(took);
         tracing::info!(
             generation,
             apis = resources.apis.len(),
+            took_us = took.as_micros() as u64,
             "configuration published"
         );
         generation
@@ -402,7 +435,7 @@ mod tests {
     use super::*;
 
     fn snapshot(paths: &[&str]) -> Snapshot {
-        let mut routes: Vec<Route> = paths
+        let routes: Vec<Route> = paths
             .iter()
             .map(|p| Route {
                 api_id: Arc::from(*p),
@@ -418,11 +451,10 @@ mod tests {
                 client_rule: None,
             })
             .collect();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Snapshot {
             generation: 1,
             configured: true,
-            routes,
+            routes: Routes::from_sorted(routes),
             client_trust: None,
         }
     }
@@ -441,6 +473,44 @@ mod tests {
             Some(("/orders/archive".into(), "/2".into()))
         );
         assert_eq!(hit("/ordersx"), Some(("/".into(), "/ordersx".into())));
+    }
+
+    /// The indexed lookup answers exactly as a scan of every route, longest path first (the
+    /// lookup it replaced), for paths at and around every boundary.
+    #[test]
+    fn indexed_lookup_agrees_with_a_scan_of_every_route() {
+        let paths = ["/", "/a", "/a/b", "/a/b/", "/ab", "/c/", "/c/d/e", "/x/y"];
+        let s = snapshot(&paths);
+        let mut by_length: Vec<&str> = paths.to_vec();
+        by_length.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        let scan = |path: &str| -> Option<(String, String)> {
+            by_length.iter().find_map(|route| {
+                if *route == "/" {
+                    return Some((route.to_string(), path.to_string()));
+                }
+                let rest = path.strip_prefix(route)?;
+                (rest.is_empty() || rest.starts_with('/'))
+                    .then(|| (route.to_string(), rest.to_string()))
+            })
+        };
+        let requests = [
+            "/", "//", "//a", "/a", "/a/", "/a//", "/a/b", "/a/b/", "/a/b//", "/a/b/c", "/a/bc",
+            "/ab", "/ab/", "/abc", "/c", "/c/", "/c//d", "/c/d", "/c/d/e", "/c/d/e/f", "/c/d/ef",
+            "/x", "/x/y/z", "/x/yz", "/zzz",
+        ];
+        for request in requests {
+            let got = s
+                .route(request)
+                .map(|(r, rest)| (r.path.clone(), rest.to_string()));
+            assert_eq!(got, scan(request), "request {request:?}");
+        }
+        let without_root = snapshot(&["/a", "/c/"]);
+        assert!(without_root.route("/b").is_none());
+        assert!(without_root.route("/").is_none());
+        assert_eq!(
+            without_root.route("/c/").map(|(r, _)| r.path.as_str()),
+            Some("/c/")
+        );
     }
 
     /// A re-upload of the same chain keeps its TLS context and pool key (so pooled

@@ -26,7 +26,7 @@ fn metrics_endpoint_has_every_contract_metric() {
     assert!(n >= 17.0, "requests_total {n}");
     let (m, _) =
         f.gw.wait_metric("edgegw_request_duration_seconds_count", &[], 17.0);
-    let expected: [(&str, &[&str]); 11] = [
+    let expected: [(&str, &[&str]); 12] = [
         ("edgegw_requests_total", &["api", "code"]),
         ("edgegw_request_duration_seconds", &["api"]),
         ("edgegw_downstream_handshakes_total", &["resumed"]),
@@ -42,6 +42,8 @@ fn metrics_endpoint_has_every_contract_metric() {
         // Issue 15: present (at 0) before any limit or timeout has triggered.
         ("edgegw_downstream_timeouts_total", &["phase"]),
         ("edgegw_limits_reached_total", &["limit"]),
+        // Issue 13: every publish is timed (the fixture's writes published several).
+        ("edgegw_snapshot_publish_duration_seconds", &["le"]),
     ];
     let mut missing = Vec::new();
     for (name, labels) in expected {
@@ -75,6 +77,12 @@ fn metrics_endpoint_has_every_contract_metric() {
     assert!(sum(&m, "edgegw_upstream_tls_errors_total", &[]) >= 1.0);
     assert!(sum(&m, "edgegw_worker_accepted_connections_total", &[]) >= 4.0);
     assert!(sum(&m, "edgegw_config_generation", &[]) >= 1.0);
+    // One timed rebuild per published generation (recorded before the generation is).
+    let publishes = sum(&m, "edgegw_snapshot_publish_duration_seconds_count", &[]);
+    assert!(
+        publishes >= sum(&m, "edgegw_config_generation", &[]),
+        "{publishes} publishes timed"
+    );
     let expiry = e2e::metrics::parse(&m)
         .into_iter()
         .filter(|s| s.name == "edgegw_certificate_expiry_timestamp_seconds")
