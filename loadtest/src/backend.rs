@@ -13,15 +13,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use boring::hash::MessageDigest;
 use boring::ssl::{
-    select_next_proto, AlpnError, Ssl, SslAcceptor, SslFiletype, SslMethod, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, Ssl, SslAcceptor, SslContextBuilder, SslFiletype, SslMethod,
+    SslSessionCacheMode, SslVerifyMode, SslVersion, TicketKeyCallbackResult,
 };
+use boring::symm::Cipher;
 use boring::x509::X509;
-use gateway::dataplane::http::{self, ChunkedScanner, Framing, InBuffer};
 use gateway::model::certificate::format_name;
-use gateway::tls::stream::TlsStream;
-use gateway::tls::tickets::TicketKeys;
+
+use crate::engine::http::{self, ChunkedDecoder, Framing, InBuffer};
+use crate::engine::net::TcpListener;
+use crate::engine::tls::TlsStream;
+use crate::engine::{self, DriverChoice};
 
 #[derive(clap::Args)]
 pub struct BackendArgs {
@@ -44,21 +48,29 @@ pub struct BackendArgs {
     /// Event-loop threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Event loop: io_uring (tokio-uring) when available, or plain tokio.
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto)]
+    driver: DriverChoice,
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 pub fn run(args: BackendArgs) -> Result<(), String> {
+    let driver = args.driver.resolve()?;
     let acceptor = Arc::new(build_acceptor(&args)?);
     let mut threads = Vec::new();
     let mut listeners = Vec::new();
     for _ in 0..args.workers.max(1) {
         listeners.push(bind(args.listen)?);
     }
-    println!("listening on {}", args.listen);
+    println!("listening on {} ({})", args.listen, driver.name());
     for listener in listeners {
         let acceptor = acceptor.clone();
-        threads.push(std::thread::spawn(move || serve(listener, acceptor)));
+        threads.push(std::thread::spawn(move || {
+            driver
+                .block_on(serve(listener, acceptor))
+                .map_err(|e| format!("event loop: {e}"))?
+        }));
     }
     for t in threads {
         t.join()
@@ -117,42 +129,87 @@ fn build_acceptor(args: &BackendArgs) -> Result<SslAcceptor, String> {
     if let Some(path) = &args.ticket_key {
         let secret =
             std::fs::read(path).map_err(|err| format!("--ticket-key {}: {err}", path.display()))?;
-        TicketKeys::from_secret(&secret)
-            .map_err(e("--ticket-key"))?
-            .install(&mut b);
+        install_ticket_key(&mut b, &secret).map_err(e("--ticket-key"))?;
     }
     b.set_session_cache_mode(SslSessionCacheMode::SERVER);
     Ok(b.build())
 }
 
-fn serve(listener: std::net::TcpListener, acceptor: Arc<SslAcceptor>) -> Result<(), String> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .map_err(|e| format!("event loop: {e}"))?;
-    rt.block_on(async move {
-        let listener = monoio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
-        let acceptor = Rc::new(acceptor);
-        loop {
-            let (tcp, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(_) => {
-                    monoio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
+async fn serve(listener: std::net::TcpListener, acceptor: Arc<SslAcceptor>) -> Result<(), String> {
+    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let acceptor = Rc::new(acceptor);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                engine::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        engine::spawn(async move {
+            let Ok(ssl) = Ssl::new(acceptor.context()) else {
+                return;
             };
-            let acceptor = acceptor.clone();
-            monoio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let Ok(ssl) = Ssl::new(acceptor.context()) else {
-                    return;
-                };
-                if let Ok(tls) = TlsStream::accept(tcp, ssl).await {
-                    serve_connection(tls).await;
-                }
-            });
+            if let Ok(tls) = TlsStream::accept(tcp, ssl).await {
+                serve_connection(tls).await;
+            }
+        });
+    }
+}
+
+/// Session tickets under keys derived from `secret` (so they survive a restart of the
+/// backend): AES-256-CBC and HMAC-SHA256 keys and a key name, each a SHA-256 of a label and
+/// the secret.
+fn install_ticket_key(
+    b: &mut SslContextBuilder,
+    secret: &[u8],
+) -> Result<(), boring::error::ErrorStack> {
+    let part = |label: &[u8]| -> Result<[u8; 32], boring::error::ErrorStack> {
+        let mut hasher = boring::hash::Hasher::new(MessageDigest::sha256())?;
+        hasher.update(label)?;
+        hasher.update(secret)?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&hasher.finish()?);
+        Ok(out)
+    };
+    let aes = part(b"loadtest backend ticket aes")?;
+    let hmac = part(b"loadtest backend ticket hmac")?;
+    let mut name = [0u8; 16];
+    name.copy_from_slice(&part(b"loadtest backend ticket name")?[..16]);
+    let callback = move |_: &boring::ssl::SslRef,
+                         key_name: &mut [u8; 16],
+                         iv: &mut [u8; 16],
+                         cipher: &mut boring::symm::CipherCtxRef,
+                         mac: &mut boring::hmac::HmacCtxRef,
+                         encrypt: bool|
+          -> TicketKeyCallbackResult {
+        if encrypt {
+            if boring::rand::rand_bytes(&mut iv[..]).is_err() {
+                return TicketKeyCallbackResult::Error;
+            }
+            *key_name = name;
+        } else if *key_name != name {
+            // Not ours: a full handshake.
+            return TicketKeyCallbackResult::Noop;
         }
-    })
+        let iv: &[u8; 16] = iv;
+        let init = mac.init(&hmac, &MessageDigest::sha256()).and_then(|()| {
+            if encrypt {
+                cipher.init_encrypt(&Cipher::aes_256_cbc(), &aes, iv)
+            } else {
+                cipher.init_decrypt(&Cipher::aes_256_cbc(), &aes, iv)
+            }
+        });
+        match init {
+            Ok(()) => TicketKeyCallbackResult::Success,
+            Err(_) => TicketKeyCallbackResult::Error,
+        }
+    };
+    // SAFETY: the callback initialises the cipher and HMAC contexts for the IV it is
+    // given (and fills the IV and name when encrypting), as BoringSSL requires.
+    unsafe { b.set_ticket_key_callback(callback) };
+    Ok(())
 }
 
 async fn serve_connection(mut tls: TlsStream) {
@@ -181,14 +238,10 @@ async fn serve_connection(mut tls: TlsStream) {
                 Ok(_) => {}
             }
         };
-        let framing = match http::declared_framing(head.headers()) {
-            Ok(f) => f.unwrap_or(Framing::Empty),
-            Err(_) => return,
-        };
-        let Some(body_length) = read_body(&mut buf, &mut tls, framing).await else {
+        let Some(body_length) = read_body(&mut buf, &mut tls, head.framing).await else {
             return;
         };
-        let query = head.target().split_once('?').map(|(_, q)| q).unwrap_or("");
+        let query = head.target.split_once('?').map(|(_, q)| q).unwrap_or("");
         let param = |name: &str| {
             query
                 .split('&')
@@ -196,7 +249,7 @@ async fn serve_connection(mut tls: TlsStream) {
                 .map(str::to_owned)
         };
         if let Some(ms) = param("delay_ms").and_then(|v| v.parse::<u64>().ok()) {
-            monoio::time::sleep(Duration::from_millis(ms)).await;
+            engine::sleep(Duration::from_millis(ms)).await;
         }
         if let Some(n) = param("bytes").and_then(|v| v.parse::<u64>().ok()) {
             // A large answer (`bytes=N`), streamed in 64 KiB writes: nothing holds it whole.
@@ -218,11 +271,12 @@ async fn serve_connection(mut tls: TlsStream) {
             continue;
         }
         let headers: serde_json::Map<String, serde_json::Value> = head
-            .headers()
-            .map(|h| {
+            .headers
+            .iter()
+            .map(|(name, value)| {
                 (
-                    h.name.to_ascii_lowercase(),
-                    serde_json::Value::from(h.value_str()),
+                    name.to_ascii_lowercase(),
+                    serde_json::Value::from(value.as_str()),
                 )
             })
             .collect();
@@ -230,15 +284,13 @@ async fn serve_connection(mut tls: TlsStream) {
             "subject": subject,
             "connection": id,
             "resumed": resumed,
-            "method": head.method(),
-            "path": head.target(),
+            "method": head.method,
+            "path": head.target,
             "headers": headers,
             "bodyLength": body_length,
         })
         .to_string();
-        let close = head
-            .headers()
-            .any(|h| h.is("connection") && h.value_str().eq_ignore_ascii_case("close"));
+        let close = head.close;
         let mut out = Vec::with_capacity(report.len() + 128);
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n");
         if close {
@@ -267,7 +319,7 @@ async fn serve_connection(mut tls: TlsStream) {
 
 /// Reads and counts the request body; `None` when the connection broke.
 async fn read_body(buf: &mut InBuffer, tls: &mut TlsStream, framing: Framing) -> Option<u64> {
-    let mut scanner = ChunkedScanner::default();
+    let mut scanner = ChunkedDecoder::default();
     let mut remaining = match framing {
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,

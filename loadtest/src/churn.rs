@@ -287,10 +287,10 @@ async fn churn_thread(
             request.clone(),
         );
         let progress = progress.clone();
-        handles.push(monoio::spawn(async move {
+        handles.push(crate::engine::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 let t = Instant::now();
-                let outcome = monoio::time::timeout(
+                let outcome = crate::engine::timeout(
                     Duration::from_secs(10),
                     one_connection(&target, &context, &request),
                 )
@@ -301,7 +301,7 @@ async fn churn_thread(
                     Err(kind) => {
                         rec.borrow_mut().error(kind);
                         if kind == ErrorKind::Connect {
-                            monoio::time::sleep(Duration::from_millis(10)).await;
+                            crate::engine::sleep(Duration::from_millis(10)).await;
                         }
                     }
                 }
@@ -312,7 +312,8 @@ async fn churn_thread(
         }));
     }
     for h in handles {
-        h.await;
+        // A task that panicked has recorded what it did; the others still count.
+        let _ = h.await;
     }
     let out = rec.borrow().clone();
     out

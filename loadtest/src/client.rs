@@ -1,17 +1,25 @@
 //! The load generator's HTTPS client: a BoringSSL client context (optionally with a client
 //! certificate, key-exchange groups, session capture for resumption) and one connection that
-//! sends requests and reads whole responses. TLS runs over `gateway::tls::stream::TlsStream`,
-//! HTTP framing uses `gateway::dataplane::http`: the same code paths as the gateway itself.
+//! sends requests and reads whole responses, on the load-test suite's own engine
+//! (`crate::engine`: tokio-uring sockets, its own TLS adapter, httparse framing). Nothing
+//! here is the gateway's code, so the measuring side cannot share a bug with the measured.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use boring::pkcs12::Pkcs12;
 use boring::pkey::{PKey, Private};
-use boring::ssl::{Ssl, SslContext, SslMethod, SslSession, SslVerifyMode, SslVersion};
+use std::sync::OnceLock;
+
+use boring::ssl::{
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslRef, SslSession, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
 use boring::x509::X509;
-use gateway::dataplane::http::{self, ChunkedScanner, Framing, InBuffer};
-use gateway::tls::stream::TlsStream;
+
+use crate::engine::http::{self, ChunkedDecoder, Framing, InBuffer};
+use crate::engine::net::TcpStream;
+use crate::engine::tls::TlsStream;
 
 use crate::stats::ErrorKind;
 
@@ -61,7 +69,33 @@ impl Identity {
     }
 }
 
-pub use gateway::tls::client::take_new_session;
+/// Where a connection keeps the newest session ticket its server sent (TLS 1.3 tickets
+/// arrive after the handshake, so they are caught by the new-session callback).
+type SessionSlot = std::sync::Mutex<Option<SslSession>>;
+
+fn session_index() -> Option<boring::ex_data::Index<Ssl, SessionSlot>> {
+    static INDEX: OnceLock<Option<boring::ex_data::Index<Ssl, SessionSlot>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+/// Client-side session caching with every new ticket kept on its connection (see
+/// `take_new_session`).
+fn capture_new_sessions(builder: &mut SslContextBuilder) {
+    builder.set_session_cache_mode(SslSessionCacheMode::CLIENT);
+    builder.set_new_session_callback(|ssl, session| {
+        if let Some(slot) = session_index().and_then(|i| ssl.ex_data(i)) {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(session);
+            }
+        }
+    });
+}
+
+/// The newest session ticket the server sent on this connection, taken.
+pub fn take_new_session(ssl: &SslRef) -> Option<SslSession> {
+    let slot = ssl.ex_data(session_index()?)?;
+    slot.lock().ok()?.take()
+}
 
 /// The client context: no server verification (benchmarks use self-signed servers),
 /// TLS 1.2+, ALPN http/1.1, the given groups, and session capture.
@@ -102,7 +136,7 @@ pub fn build_context_with(
         b.check_private_key()
             .map_err(e("client key does not match the certificate"))?;
     }
-    gateway::tls::client::capture_new_sessions(&mut b);
+    capture_new_sessions(&mut b);
     Ok(b.build())
 }
 
@@ -128,11 +162,13 @@ impl Conn {
         sni: Option<&str>,
         session: Option<&SslSession>,
     ) -> Result<Conn, ErrorKind> {
-        let tcp = monoio::net::TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|_| ErrorKind::Connect)?;
-        let _ = tcp.set_nodelay(true);
         let mut ssl = Ssl::new(context).map_err(|_| ErrorKind::Handshake)?;
+        if let Some(index) = session_index() {
+            ssl.set_ex_data(index, SessionSlot::default());
+        }
         if let Some(host) = sni {
             ssl.set_hostname(host).map_err(|_| ErrorKind::Handshake)?;
         }
@@ -141,8 +177,9 @@ impl Conn {
             // context (one context per run and target).
             unsafe { ssl.set_session(session) }.map_err(|_| ErrorKind::Handshake)?;
         }
-        let mut tls = TlsStream::client(tcp, ssl).map_err(|_| ErrorKind::Handshake)?;
-        tls.handshake().await.map_err(|_| ErrorKind::Handshake)?;
+        let tls = TlsStream::connect(tcp, ssl)
+            .await
+            .map_err(|_| ErrorKind::Handshake)?;
         Ok(Conn {
             tls,
             buf: InBuffer::new(),
@@ -155,7 +192,7 @@ impl Conn {
 
     /// Takes the newest session ticket the server sent on this connection.
     pub fn take_session(&mut self) -> Option<SslSession> {
-        take_new_session(self.tls.ssl_mut())
+        take_new_session(self.tls.ssl())
     }
 
     /// Drops the read buffer (idle connections keep only their TLS state).
@@ -182,39 +219,22 @@ impl Conn {
             }
             self.fill().await?;
         };
-        let mut close = head.headers().any(|h| {
-            h.is("connection")
-                && h.value_str()
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("close"))
-        }) || head.minor_version == 0;
-        let framing = if head.status == 204 || head.status == 304 || head.status < 200 {
-            Framing::Empty
-        } else {
-            match http::declared_framing(head.headers()) {
-                Ok(f) => f.unwrap_or(Framing::UntilClose),
-                Err(_) => return Err(ErrorKind::Protocol),
-            }
-        };
-        match framing {
+        match head.framing {
             Framing::Empty => {}
             Framing::Length(n) => self.skip(n).await?,
             Framing::Chunked => self.skip_chunked().await?,
-            Framing::UntilClose => {
-                close = true;
-                loop {
-                    self.buf.consume(self.buf.data().len());
-                    match self.buf.fill(&mut self.tls).await {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(_) => return Err(ErrorKind::Io),
-                    }
+            Framing::UntilClose => loop {
+                self.buf.consume(self.buf.data().len());
+                match self.buf.fill(&mut self.tls).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => return Err(ErrorKind::Io),
                 }
-            }
+            },
         }
         Ok(Response {
             status: head.status,
-            close,
+            close: head.close,
         })
     }
 
@@ -239,7 +259,7 @@ impl Conn {
     }
 
     async fn skip_chunked(&mut self) -> Result<(), ErrorKind> {
-        let mut scanner = ChunkedScanner::default();
+        let mut scanner = ChunkedDecoder::default();
         loop {
             if !self.buf.is_empty() {
                 let n = scanner
@@ -267,6 +287,7 @@ pub fn get_request(host: &str, path: &str, close: bool) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -274,13 +295,12 @@ mod tests {
         let r = get_request("127.0.0.1:8443", "/a?b=1", false);
         let (head, len) = http::parse_request(&r).unwrap().unwrap();
         assert_eq!(len, r.len());
-        assert_eq!(head.method(), "GET");
-        assert_eq!(head.target(), "/a?b=1");
-        assert!(!head.headers().any(|h| h.is("connection")));
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b=1");
+        assert!(head.header("connection").is_none());
+        assert!(!head.close);
         let r = get_request("h", "/", true);
         let (head, _) = http::parse_request(&r).unwrap().unwrap();
-        assert!(head
-            .headers()
-            .any(|h| h.is("connection") && h.value_str() == "close"));
+        assert!(head.close);
     }
 }

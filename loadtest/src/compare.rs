@@ -16,6 +16,7 @@ use crate::admin::metric_sum;
 use crate::client::{self, Conn};
 use crate::harness::{self, Backend, Kind, Pki, Server};
 use crate::procs;
+use crate::report::{CpuBar, ReportInput, Section, Table};
 use crate::run::{self, Driver, DriverChoice, Report, RunConfig, Scenario, Target};
 use crate::thirdparty::{self, Tool, ToolRun};
 
@@ -57,6 +58,11 @@ pub struct CompareArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report (latency percentile curves of every server, requests
+    /// and errors per second, server CPU per request and per connection, the figures as
+    /// tables) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Load clients: `own` (this program's scenarios) and the third-party `wrk`, `h2load`,
     /// `s_time` (comma separated). Default: own and every third-party one installed.
     #[arg(long, value_delimiter = ',')]
@@ -506,13 +512,12 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
                 .admin
                 .clone()
                 .ok_or("edgegw without admin endpoint")?;
-            cfg.rotate = Some(run::RotateConfig {
+            // A new certificate (made in-process) every second, as `run --scenario rotate`.
+            cfg.rotate = Some(run::RotateConfig::new(
                 admin,
-                pkcs12: pki.path("client.p12"),
-                password: harness::P12_PASSWORD.to_string(),
-                certificate_id: "loadtest-rotate".to_string(),
-                backend_id: harness::BACKEND_ID.to_string(),
-            });
+                "loadtest-rotate",
+                harness::BACKEND_ID,
+            ));
             result.rotate = Some(ctx.measure(&server, &cfg)?);
         }
         drop(server);
@@ -536,6 +541,10 @@ pub fn run(args: CompareArgs) -> Result<(), String> {
     if let Some(path) = &ctx.args.json {
         let text = serde_json::to_string_pretty(&comparison).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &ctx.args.html {
+        let html = crate::report::write_html(&html_input(&comparison, &ctx.args.scenarios));
+        std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -596,20 +605,20 @@ fn idle_rss(
                         let request = request.clone();
                         let context = context.clone();
                         let addr = target.addr;
-                        monoio::spawn(async move {
+                        crate::engine::spawn(async move {
                             let open = async {
                                 let mut c = Conn::connect(addr, &context, None, None).await?;
                                 c.request(&request).await?;
                                 c.shrink();
                                 Ok::<Conn, crate::stats::ErrorKind>(c)
                             };
-                            monoio::time::timeout(Duration::from_secs(10), open).await
+                            crate::engine::timeout(Duration::from_secs(10), open).await
                         })
                     })
                     .collect();
                 for t in tasks {
                     match t.await {
-                        Ok(Ok(c)) => conns.push(c),
+                        Ok(Ok(Ok(c))) => conns.push(c),
                         _ => failed += 1,
                     }
                 }
@@ -617,7 +626,7 @@ fn idle_rss(
                     break;
                 }
             }
-            monoio::time::sleep(Duration::from_secs(1)).await;
+            crate::engine::sleep(Duration::from_secs(1)).await;
             let after = procs::rss_kib(pid);
             (conns.len(), failed, after)
         })
@@ -993,4 +1002,248 @@ pub fn table(c: &Comparison) -> String {
         }
     }
     s
+}
+
+/// The HTML report of a comparison: one section per scenario of this program's client with
+/// every server's curve and seconds (then the open-loop runs and edgegw's own runs), the
+/// server CPU bars, the figures and the third-party clients' runs as tables.
+pub fn html_input(c: &Comparison, scenarios: &[Scenario]) -> ReportInput {
+    let mut sections = Vec::new();
+    let mut add = |title: String, note: String, runs: Vec<(&str, &Measured)>| {
+        if runs.is_empty() {
+            return;
+        }
+        sections.push(Section {
+            title,
+            note,
+            series: runs.iter().map(|(n, m)| m.report.series(n)).collect(),
+        });
+    };
+    let note = |runs: &[(&str, &Measured)]| {
+        runs.first()
+            .map(|(_, m)| m.report.describe())
+            .unwrap_or_default()
+    };
+    for scenario in scenarios {
+        let runs: Vec<(&str, &Measured)> = c
+            .servers
+            .iter()
+            .filter_map(|r| {
+                r.scenarios
+                    .get(scenario.name())
+                    .map(|m| (r.server.name(), m))
+            })
+            .collect();
+        add(scenario.name().to_string(), note(&runs), runs);
+    }
+    let runs: Vec<(&str, &Measured)> = c
+        .servers
+        .iter()
+        .filter_map(|r| r.open_loop.as_ref().map(|m| (r.server.name(), m)))
+        .collect();
+    add(
+        "keepalive, open loop at 50 % of NGINX's maximum rate".into(),
+        note(&runs),
+        runs,
+    );
+    for r in &c.servers {
+        for (name, m) in &r.post_quantum {
+            let runs = vec![(r.server.name(), m)];
+            add(
+                format!("{name} ({}, client offers X25519MLKEM768)", r.server.name()),
+                note(&runs),
+                runs,
+            );
+        }
+        if let Some(m) = &r.rotate {
+            let runs = vec![(r.server.name(), m)];
+            add(
+                format!(
+                    "rotate ({}: a certificate re-uploaded every second)",
+                    r.server.name()
+                ),
+                note(&runs),
+                runs,
+            );
+        }
+    }
+
+    // CPU: this program's keepalive and newconn runs; a third-party client's where the own
+    // client did not run.
+    let mut own = false;
+    let mut third = false;
+    let cpu: Vec<CpuBar> = c
+        .servers
+        .iter()
+        .map(|r| {
+            let tool = |name: &str| r.third_party.get(name).map(|t| t.cpu_ms_per_1000);
+            let per_1000 = match r.scenarios.get("keepalive") {
+                Some(m) => {
+                    own = true;
+                    Some(m.cpu_ms_per_1000_requests)
+                }
+                None => tool("h2load-keepalive").inspect(|_| third = true),
+            };
+            let per_conn = match r
+                .scenarios
+                .get("newconn")
+                .and_then(|m| m.cpu_ms_per_connection)
+            {
+                Some(v) => {
+                    own = true;
+                    Some(v)
+                }
+                None => tool("s_time-new")
+                    .map(|v| v / 1000.0)
+                    .inspect(|_| third = true),
+            };
+            CpuBar {
+                server: r.server.name().to_string(),
+                per_1000_requests_ms: per_1000,
+                per_new_connection_ms: per_conn,
+            }
+        })
+        .filter(|b| b.per_1000_requests_ms.is_some() || b.per_new_connection_ms.is_some())
+        .collect();
+    let cpu_note = match (own, third) {
+        (true, false) => "From this program's keepalive (per 1000 requests) and newconn (per new connection, a full handshake and one request) runs.",
+        (false, true) => "From h2load --h1 keep-alive (per 1000 requests) and openssl s_time -new (per new connection): this program's own client did not run.",
+        _ => "From this program's keepalive and newconn runs, or h2load and openssl s_time -new where those did not run.",
+    };
+
+    let mut figures = Table {
+        caption: "Figures and targets".into(),
+        header: [
+            "figure",
+            "edgegw",
+            "nginx",
+            "haproxy",
+            "e/nginx",
+            "e/haproxy",
+            "target",
+            "met",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: Vec::new(),
+    };
+    for f in &c.figures {
+        figures.rows.push(vec![
+            f.figure.to_string(),
+            cell(f.edgegw),
+            cell(f.nginx),
+            cell(f.haproxy),
+            cell(f.ratio_nginx),
+            cell(f.ratio_haproxy),
+            f.target.to_string(),
+            match f.met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => String::new(),
+            },
+        ]);
+    }
+    let mut tables = vec![figures];
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+    let tool_rows: Vec<Vec<String>> = c
+        .servers
+        .iter()
+        .flat_map(|r| {
+            r.third_party.iter().map(move |(name, t)| {
+                vec![
+                    name.clone(),
+                    r.server.name().to_string(),
+                    t.run.completed.to_string(),
+                    format!("{:.0}", t.run.per_s),
+                    t.run.errors.to_string(),
+                    ms(t.run.latency_p50_ms),
+                    ms(t.run.latency_p99_ms),
+                    format!("{:.3}", t.cpu_ms_per_1000),
+                    t.run.command.clone(),
+                ]
+            })
+        })
+        .collect();
+    if !tool_rows.is_empty() {
+        tables.push(Table {
+            caption: "Third-party clients".into(),
+            header: [
+                "figure",
+                "server",
+                "completed",
+                "per s",
+                "errors",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms per 1000",
+                "command",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: tool_rows,
+        });
+    }
+    let gateway_rows: Vec<Vec<String>> = c
+        .servers
+        .iter()
+        .filter_map(|r| r.idle.as_ref().map(|i| (r.server.name(), i)))
+        .map(|(name, i)| {
+            vec![
+                name.to_string(),
+                i.opened.to_string(),
+                i.failed.to_string(),
+                i.rss_before_kib.to_string(),
+                i.rss_after_kib.to_string(),
+                format!("{:.1}", i.kib_per_connection),
+            ]
+        })
+        .collect();
+    if !gateway_rows.is_empty() {
+        tables.push(Table {
+            caption: "RSS with idle TLS connections".into(),
+            header: [
+                "server",
+                "opened",
+                "failed",
+                "RSS before KiB",
+                "RSS after KiB",
+                "KiB per connection",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: gateway_rows,
+        });
+    }
+
+    let mut machine = crate::report::machine();
+    machine.push(("nginx".into(), c.machine.nginx.clone()));
+    machine.push(("haproxy".into(), c.machine.haproxy.clone()));
+    let servers: Vec<&str> = c.servers.iter().map(|r| r.server.name()).collect();
+    let config = vec![
+        ("servers".to_string(), servers.join(", ")),
+        (
+            "duration of each run".to_string(),
+            format!("{} s", c.duration_s),
+        ),
+        ("client connections".to_string(), c.connections.to_string()),
+        ("server workers".to_string(), c.workers.to_string()),
+        ("client threads".to_string(), c.client_threads.to_string()),
+        ("client driver".to_string(), format!("{:?}", c.driver)),
+        (
+            "open-loop rate".to_string(),
+            c.open_loop_rate
+                .map_or("-".into(), |r| format!("{r:.0} req/s")),
+        ),
+    ];
+    ReportInput {
+        title: format!("loadtest compare: {}", servers.join(" vs ")),
+        command_line: crate::report::command_line(),
+        machine,
+        config,
+        sections,
+        cpu,
+        cpu_note: cpu_note.to_string(),
+        tables,
+        notes: c.disagreements.clone(),
+    }
 }

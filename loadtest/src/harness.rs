@@ -218,6 +218,11 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(pki: &Pki, workers: usize) -> Result<Backend, String> {
+        Self::start_on(pki, workers, "auto")
+    }
+
+    /// `start` on the given event loop (`--driver auto|uring|tokio`).
+    pub fn start_on(pki: &Pki, workers: usize, driver: &str) -> Result<Backend, String> {
         let port = free_port()?;
         let bin = bin_dir()?.join("loadtest");
         let cmd = vec![
@@ -233,6 +238,8 @@ impl Backend {
             pki.path("ticket.key").display().to_string(),
             "--workers".into(),
             workers.to_string(),
+            "--driver".into(),
+            driver.into(),
         ];
         let proc = Self::spawn(&cmd, pki.dir(), 1, port)?;
         Ok(Backend {

@@ -1,7 +1,7 @@
 //! `loadtest`: edgegw's load generator and the mTLS test backend it is measured against.
 
 use clap::{Parser, Subcommand};
-use loadtest::{backend, churn, compare, fleet, run, serve, slowloris, soak};
+use loadtest::{backend, certificates, churn, compare, fleet, run, scale, serve, slowloris, soak};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,13 @@ enum Command {
     /// Hardening: thousands of silent and slow connections under short listener timeouts,
     /// and a good client's latency beside them and on the idle gateway.
     Slowloris(slowloris::SlowlorisArgs),
+    /// Admin load: upload N distinct client certificates (made in-process) to a running
+    /// edgegw, as fast as it answers or at a rate; upload latency p50/p99 and failures.
+    Certificates(Box<certificates::CertificatesArgs>),
+    /// Scale: edgegw with 10 000 certificates, 1 000 backends and 1 000 APIs created through
+    /// the admin API; write latency as the store grows, snapshot rebuild time, GET
+    /// /certificates time, RSS, and the data plane's request CPU before and after.
+    Scale(scale::ScaleArgs),
 }
 
 fn main() {
@@ -56,6 +63,8 @@ fn main() {
         Command::Soak(args) => soak::run(args),
         Command::Churn(args) => churn::run(args),
         Command::Slowloris(args) => slowloris::run(args),
+        Command::Certificates(args) => certificates::run(*args),
+        Command::Scale(args) => scale::run(args),
     };
     if let Err(e) = result {
         eprintln!("loadtest: {e}");

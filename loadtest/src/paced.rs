@@ -3,7 +3,7 @@
 //! per second (full handshake, one GET, `Connection: close`). Latency counts from each
 //! request's due time (see `pacing`). What it measured is kept in a [`Window`] that the
 //! caller takes whenever it wants a period's figures (every sample of `soak`, every phase of
-//! `slowloris`). One monoio event loop on one thread.
+//! `slowloris`). One event loop of the suite's engine (`crate::engine`) on one thread.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,17 +132,18 @@ async fn run(load: Load, target: Target, context: SslContext, duration: Duration
     if load.keepalive_rate > 0.0 {
         for lane in 0..n {
             let s = Schedule::new(start, load.keepalive_rate, lane, n);
-            tasks.push(monoio::spawn(lane_loop(shared.clone(), s, false)));
+            tasks.push(crate::engine::spawn(lane_loop(shared.clone(), s, false)));
         }
     }
     if load.newconn_rate > 0.0 {
         for lane in 0..NEWCONN_LANES {
             let s = Schedule::new(start, load.newconn_rate, lane, NEWCONN_LANES);
-            tasks.push(monoio::spawn(lane_loop(shared.clone(), s, true)));
+            tasks.push(crate::engine::spawn(lane_loop(shared.clone(), s, true)));
         }
     }
     for t in tasks {
-        t.await;
+        // A lane that panicked has recorded what it did; the others still count.
+        let _ = t.await;
     }
 }
 
@@ -164,9 +165,9 @@ async fn lane_loop(s: Rc<Shared>, schedule: Schedule, newconn: bool) {
             break;
         }
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            monoio::time::sleep(wait).await;
+            crate::engine::sleep(wait).await;
         }
-        let outcome = monoio::time::timeout(s.timeout, one(&s, &mut conn, newconn)).await;
+        let outcome = crate::engine::timeout(s.timeout, one(&s, &mut conn, newconn)).await;
         let result = match outcome {
             Ok(Ok(())) => Ok(due.elapsed()),
             Ok(Err(kind)) => Err(kind),
@@ -175,7 +176,7 @@ async fn lane_loop(s: Rc<Shared>, schedule: Schedule, newconn: bool) {
         let failed_to_connect = result == Err(ErrorKind::Connect);
         s.meter.record(newconn, result);
         if failed_to_connect {
-            monoio::time::sleep(Duration::from_millis(10)).await;
+            crate::engine::sleep(Duration::from_millis(10)).await;
         }
     }
 }

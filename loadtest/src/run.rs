@@ -1,7 +1,7 @@
 //! `loadtest run`: one scenario against one target for a fixed time, closed loop (N
 //! connections, each sending its next request when the last one is answered) or open loop
-//! (a fixed request rate; latency counted from the intended send time). One monoio event loop
-//! per thread; a progress line every second on stderr; a summary at the end.
+//! (a fixed request rate; latency counted from the intended send time). One event loop of the
+//! suite's own engine (`crate::engine`: tokio-uring, or plain tokio) per thread; a progress line every second on stderr; a summary at the end.
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::admin::Endpoint;
 use crate::client::{self, Conn, Identity};
 use crate::pacing::Schedule;
-use crate::stats::{ErrorKind, Recorder, Summary};
+use crate::report::{ReportInput, Section, ServerSeries};
+use crate::stats::{fmt_us, CurvePoint, ErrorKind, LiveLatency, Recorder, SecondBucket, Summary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -31,7 +32,8 @@ pub enum Scenario {
     Resume,
     /// Keep-alive with a client certificate, straight to an mTLS backend.
     MtlsDirect,
-    /// Keep-alive while a certificate is re-uploaded and rebound every second.
+    /// Keep-alive while a new client certificate (made in-process, a new thumbprint each
+    /// time) is uploaded and the backend rebound to it every `--rotate-every`.
     Rotate,
 }
 
@@ -61,37 +63,7 @@ impl FromStr for Scenario {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DriverChoice {
-    /// io_uring when the kernel allows it, else epoll (and says so).
-    Auto,
-    /// io_uring or fail.
-    Uring,
-    Epoll,
-}
-
-pub use gateway::dataplane::Driver;
-
-impl DriverChoice {
-    pub fn resolve(self) -> Result<Driver, String> {
-        let available = monoio::utils::detect_uring();
-        match self {
-            DriverChoice::Epoll => Ok(Driver::Epoll),
-            DriverChoice::Uring if available => Ok(Driver::IoUring),
-            DriverChoice::Uring => {
-                Err("--driver uring: io_uring is not available on this machine \
-                 (kernel without it, or blocked by a seccomp profile such as Docker's default); \
-                 use --driver epoll or auto"
-                    .into())
-            }
-            DriverChoice::Auto if available => Ok(Driver::IoUring),
-            DriverChoice::Auto => {
-                eprintln!("loadtest: io_uring is not available here; using the epoll driver");
-                Ok(Driver::Epoll)
-            }
-        }
-    }
-}
+pub use crate::engine::{Driver, DriverChoice};
 
 /// `https://127.0.0.1:PORT/path`.
 #[derive(Clone, Debug)]
@@ -139,22 +111,65 @@ impl FromStr for Target {
     }
 }
 
-/// What the `rotate` scenario re-uploads and rebinds every second.
-#[derive(Clone, Debug)]
+/// What the `rotate` scenario does every period: make a new client certificate and its
+/// PKCS#12 bundle in this process (`crate::bundles`: a fresh key, so a new thumbprint every
+/// time), upload it and rebind the backend to it.
+#[derive(Clone)]
 pub struct RotateConfig {
     pub admin: Endpoint,
-    /// The PKCS#12 file uploaded each time, and its password.
-    pub pkcs12: PathBuf,
+    /// One rotation per period (default 1 s; many per second work).
+    pub every: Duration,
+    /// The password the bundles are made and uploaded with.
     pub password: String,
-    /// Uploads alternate between `certificate_id` and `certificate_id-b`.
+    /// Uploads alternate between `certificate_id` and `certificate_id-b`, so the backend is
+    /// always rebound from one certificate to another (blue/green).
     pub certificate_id: String,
     /// The backend rebound to the certificate just uploaded.
     pub backend_id: String,
 }
 
+impl RotateConfig {
+    /// A rotation a second, bundles under a fixed password.
+    pub fn new(admin: Endpoint, certificate_id: &str, backend_id: &str) -> Self {
+        Self {
+            admin,
+            every: Duration::from_secs(1),
+            password: DEFAULT_ROTATE_PASSWORD.to_string(),
+            certificate_id: certificate_id.to_string(),
+            backend_id: backend_id.to_string(),
+        }
+    }
+}
+
+/// The password of the bundles `rotate` makes when `--password` is not given.
+pub const DEFAULT_ROTATE_PASSWORD: &str = "loadtest-rotate";
+
+// Not derived: the password (and the admin token) never go to a log.
+impl std::fmt::Debug for RotateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateConfig")
+            .field("admin", &self.admin)
+            .field("every", &self.every)
+            .field("password", &"<redacted>")
+            .field("certificate_id", &self.certificate_id)
+            .field("backend_id", &self.backend_id)
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RotateReport {
+    /// Rotations done: a certificate uploaded and the backend rebound to it.
     pub rotations: u64,
+    /// Distinct thumbprints edgegw answered the uploads with (one per rotation).
+    pub thumbprints: u64,
+    /// The period asked for, in milliseconds.
+    pub every_ms: f64,
+    /// Periods skipped because the rotation before was still running (never queued).
+    pub late_ticks: u64,
+    /// Time of one whole rotation (make the bundle, upload it, rebind), in milliseconds.
+    pub rotation_p50_ms: f64,
+    pub rotation_p99_ms: f64,
     pub admin_failures: u64,
     pub first_admin_errors: Vec<String>,
 }
@@ -209,9 +224,41 @@ pub struct Report {
     pub summary: Summary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotate: Option<RotateReport>,
+    /// The latency percentile curve (`Recorder::percentile_curve`), for `--html`; not in
+    /// the JSON.
+    #[serde(skip)]
+    pub latency_curve: Vec<CurvePoint>,
+    /// Requests and errors in each second of the run, for `--html`; not in the JSON.
+    #[serde(skip)]
+    pub per_second: Vec<SecondBucket>,
 }
 
 impl Report {
+    /// This run as one series of an HTML report.
+    pub fn series(&self, name: &str) -> ServerSeries {
+        ServerSeries {
+            name: name.to_string(),
+            summary: self.summary.clone(),
+            curve: self.latency_curve.clone(),
+            per_second: self.per_second.clone(),
+        }
+    }
+
+    /// Mode, rate, connections and threads in one sentence.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}, {} connections, {} client thread(s), {:?}{}",
+            self.scenario.name(),
+            self.mode,
+            self.connections,
+            self.threads,
+            self.driver,
+            self.rate
+                .map(|r| format!(", {r:.0} req/s offered"))
+                .unwrap_or_default()
+        )
+    }
+
     pub fn table(&self) -> String {
         let mut s = format!(
             "{} against {} ({}, {} connections, {} threads, {:?}{})\n",
@@ -228,8 +275,15 @@ impl Report {
         s.push_str(&self.summary.table());
         if let Some(r) = &self.rotate {
             s.push_str(&format!(
-                "  rotations     {:>12}   (admin failures {})\n",
-                r.rotations, r.admin_failures
+                "  rotations     {:>12}   ({} distinct thumbprints, one every {} ms, p50 {:.1} ms \
+                 p99 {:.1} ms each, {} late ticks, admin failures {})\n",
+                r.rotations,
+                r.thumbprints,
+                r.every_ms,
+                r.rotation_p50_ms,
+                r.rotation_p99_ms,
+                r.late_ticks,
+                r.admin_failures
             ));
         }
         s
@@ -242,12 +296,16 @@ struct Live {
     requests: AtomicU64,
     errors: AtomicU64,
     done: AtomicBool,
+    /// Every load thread's latencies (one histogram each): the p99 so far.
+    latency: LiveLatency,
 }
 
 /// Runs one scenario to its end.
 pub fn execute(cfg: &RunConfig) -> Result<Report, String> {
     if cfg.scenario == Scenario::Rotate && cfg.rotate.is_none() {
-        return Err("the rotate scenario needs --admin, --token, --pkcs12 and --password".into());
+        return Err(
+            "the rotate scenario needs --admin URL and --token (or env EDGEGW_ADMIN_TOKEN)".into(),
+        );
     }
     let threads = cfg.threads.clamp(1, cfg.connections.max(1));
     let live = Arc::new(Live::default());
@@ -263,9 +321,10 @@ pub fn execute(cfg: &RunConfig) -> Result<Report, String> {
         let live = live.clone();
         std::thread::spawn(move || rotate_loop(&r, start, deadline, &live))
     });
-    let progress = cfg.progress.then(|| {
+    let progress = (cfg.progress && crate::progress::enabled()).then(|| {
         let live = live.clone();
-        std::thread::spawn(move || progress_loop(&live, start))
+        let (label, duration) = (cfg.scenario.name(), cfg.duration);
+        std::thread::spawn(move || progress_loop(&live, label, start, duration))
     });
 
     let mut handles = Vec::new();
@@ -287,7 +346,7 @@ pub fn execute(cfg: &RunConfig) -> Result<Report, String> {
                 .map_err(|e| format!("event loop: {e}"))
         }));
     }
-    let mut total = Recorder::new();
+    let mut total = Recorder::with_start(start);
     let mut failure = None;
     for h in handles {
         match h.join() {
@@ -320,6 +379,8 @@ pub fn execute(cfg: &RunConfig) -> Result<Report, String> {
         duration_s: cfg.duration.as_secs_f64(),
         summary: total.summary(elapsed),
         rotate,
+        latency_curve: total.percentile_curve(),
+        per_second: total.per_second().to_vec(),
     })
 }
 
@@ -331,7 +392,9 @@ async fn run_thread(
     deadline: Instant,
     live: Arc<Live>,
 ) -> Recorder {
-    let rec = Rc::new(RefCell::new(Recorder::new()));
+    let rec = Rc::new(RefCell::new(
+        Recorder::with_start(start).with_live(live.latency.register()),
+    ));
     let sessions: Rc<RefCell<Option<SslSession>>> = Rc::default();
     let cfg = Rc::new(cfg);
     let mut tasks = Vec::new();
@@ -339,7 +402,7 @@ async fn run_thread(
         let schedule = cfg
             .rate
             .map(|rate| Schedule::new(start, rate, lane, cfg.connections));
-        tasks.push(monoio::spawn(run_lane(
+        tasks.push(crate::engine::spawn(run_lane(
             cfg.clone(),
             schedule,
             request.clone(),
@@ -351,7 +414,8 @@ async fn run_thread(
         )));
     }
     for t in tasks {
-        t.await;
+        // A lane that panicked has recorded what it did; the others still count.
+        let _ = t.await;
     }
     let out = rec.borrow().clone();
     out
@@ -369,7 +433,7 @@ async fn run_lane(
     live: Arc<Live>,
 ) {
     if let Some(wait) = start.checked_duration_since(Instant::now()) {
-        monoio::time::sleep(wait).await;
+        crate::engine::sleep(wait).await;
     }
     let mut conn: Option<Conn> = None;
     let mut k = 0u64;
@@ -383,14 +447,14 @@ async fn run_lane(
                     break;
                 }
                 if due > now {
-                    monoio::time::sleep(due - now).await;
+                    crate::engine::sleep(due - now).await;
                 }
                 due
             }
             None if now >= deadline => break,
             None => now,
         };
-        let outcome = monoio::time::timeout(
+        let outcome = crate::engine::timeout(
             cfg.request_timeout,
             one_request(&cfg, &mut conn, &request, &rec, &sessions),
         )
@@ -412,7 +476,7 @@ async fn fail(rec: &RefCell<Recorder>, live: &Live, kind: ErrorKind, conn: &mut 
     *conn = None;
     if kind == ErrorKind::Connect {
         // Nothing listens (yet): do not spin.
-        monoio::time::sleep(Duration::from_millis(10)).await;
+        crate::engine::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -458,95 +522,150 @@ async fn one_request(
     Ok(())
 }
 
-fn progress_loop(live: &Live, start: Instant) {
-    let mut last = (0u64, 0u64);
-    let mut next = start + Duration::from_secs(1);
-    while !live.done.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now < next {
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
-            continue;
-        }
+/// The live line on a terminal: a bar of the run's length, the rate of the last second, the
+/// errors and the p99 so far; redrawn in place, ended when the run ends.
+fn progress_loop(live: &Live, label: &str, start: Instant, duration: Duration) {
+    let bar = crate::progress::Bar::for_duration(label, duration);
+    let mut last = (start, 0u64);
+    let line = |rate: f64| {
         let req = live.requests.load(Ordering::Relaxed);
         let err = live.errors.load(Ordering::Relaxed);
-        eprintln!(
-            "[{:>4.0}s] {:>8} req/s  {:>6} errors/s  total {} requests, {} errors",
-            (now - start).as_secs_f64(),
-            req - last.0,
-            err - last.1,
-            req,
-            err
-        );
-        last = (req, err);
-        next += Duration::from_secs(1);
+        let p99 = live.latency.quantile(0.99).map_or("-".into(), fmt_us);
+        format!("{rate:>8.0} req/s  {req} requests  {err} errors  p99 {p99}")
+    };
+    while !live.done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = Instant::now();
+        if now < start {
+            continue;
+        }
+        bar.set_elapsed(now - start);
+        let since = now - last.0;
+        if since >= Duration::from_secs(1) {
+            let req = live.requests.load(Ordering::Relaxed);
+            bar.set_message(line((req - last.1) as f64 / since.as_secs_f64()));
+            last = (now, req);
+        }
     }
+    let whole = start.elapsed().as_secs_f64().max(1e-3);
+    bar.set_elapsed(start.elapsed());
+    bar.set_message(line(live.requests.load(Ordering::Relaxed) as f64 / whole));
+    bar.finish();
 }
 
-/// Every second until the deadline: upload the certificate (alternating between two ids) and
-/// rebind the backend to it.
+/// Every `cfg.every` until the deadline (the first at half a period): a new certificate made
+/// in-process, uploaded under the id the backend is not bound to (alternating between two
+/// ids) and the backend rebound to it. A period that comes while the previous rotation still
+/// runs is skipped and counted as late, never queued.
 fn rotate_loop(cfg: &RotateConfig, start: Instant, deadline: Instant, live: &Live) -> RotateReport {
-    use base64::Engine;
-    let mut report = RotateReport::default();
-    let der = match std::fs::read(&cfg.pkcs12) {
-        Ok(d) => d,
+    let every = cfg.every.max(Duration::from_millis(1));
+    let mut report = RotateReport {
+        every_ms: every.as_secs_f64() * 1000.0,
+        ..RotateReport::default()
+    };
+    let fail = |report: &mut RotateReport, e: String| {
+        report.admin_failures += 1;
+        if report.first_admin_errors.len() < 5 {
+            report.first_admin_errors.push(e);
+        }
+    };
+    // The backend as it is now: its URL and TLS settings are kept on every rebind.
+    let backend = match current_backend(cfg) {
+        Ok(b) => b,
         Err(e) => {
-            report.admin_failures += 1;
-            report
-                .first_admin_errors
-                .push(format!("{}: {e}", cfg.pkcs12.display()));
+            fail(&mut report, e);
             return report;
         }
     };
-    let data = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut tick = 0u64;
-    loop {
-        let at = start + Duration::from_millis(500) + Duration::from_secs(tick);
+    let base = start + every / 2;
+    let mut thumbprints = std::collections::HashSet::new();
+    let mut took = Vec::new();
+    let mut tick: u128 = 0;
+    for n in 0u64.. {
+        let at =
+            base + Duration::from_nanos(u64::try_from(every.as_nanos() * tick).unwrap_or(u64::MAX));
         if at >= deadline || live.done.load(Ordering::Relaxed) {
-            return report;
+            break;
         }
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let id = if tick % 2 == 0 {
+        let id = if n % 2 == 0 {
             cfg.certificate_id.clone()
         } else {
             format!("{}-b", cfg.certificate_id)
         };
-        tick += 1;
-        match rotate_once(cfg, &id, &data) {
-            Ok(()) => report.rotations += 1,
-            Err(e) => {
-                report.admin_failures += 1;
-                if report.first_admin_errors.len() < 5 {
-                    report.first_admin_errors.push(e);
-                }
+        let t = Instant::now();
+        match rotate_once(cfg, &backend, &id, n) {
+            Ok(thumbprint) => {
+                report.rotations += 1;
+                thumbprints.insert(thumbprint);
+                took.push(t.elapsed());
             }
+            Err(e) => fail(&mut report, e),
         }
+        // The next period whose time has not passed yet.
+        let passed = Instant::now().saturating_duration_since(base).as_nanos() / every.as_nanos();
+        let next = (tick + 1).max(passed + 1);
+        report.late_ticks += u64::try_from(next - tick - 1).unwrap_or(u64::MAX);
+        tick = next;
     }
+    report.thumbprints = thumbprints.len() as u64;
+    took.sort();
+    let ms = |q: f64| {
+        took.get(((took.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    report.rotation_p50_ms = ms(0.50);
+    report.rotation_p99_ms = ms(0.99);
+    report
 }
 
-fn rotate_once(cfg: &RotateConfig, certificate_id: &str, data: &str) -> Result<(), String> {
-    let admin = &cfg.admin;
-    admin.put_json(
-        &format!("/certificates/{certificate_id}"),
-        &serde_json::json!({ "data": data, "password": cfg.password }),
-    )?;
+/// The rotated backend's body for a PUT: its URL and TLS settings as they are now.
+fn current_backend(cfg: &RotateConfig) -> Result<serde_json::Value, String> {
     let path = format!("/backends/{}", cfg.backend_id);
-    let (status, body) = admin.get(&path)?;
+    let (status, body) = cfg.admin.get(&path)?;
     if status != 200 {
         return Err(format!("GET {path}: {status} {body}"));
     }
     let current: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e}"))?;
-    let mut next = serde_json::json!({
-        "url": current["url"],
-        "credentials": { "certificateId": certificate_id },
-    });
+    let mut next = serde_json::json!({ "url": current["url"] });
     if !current["tls"].is_null() {
         next["tls"] = current["tls"].clone();
     }
-    admin.put_json(&path, &next)?;
-    Ok(())
+    Ok(next)
+}
+
+/// Rotation `n`: a new certificate (`CN={certificate_id}-{n}`, a fresh key) uploaded as
+/// `certificate_id`, checked against the thumbprint edgegw answers with, and the backend
+/// rebound to it. Returns the thumbprint.
+fn rotate_once(
+    cfg: &RotateConfig,
+    backend: &serde_json::Value,
+    certificate_id: &str,
+    n: u64,
+) -> Result<String, String> {
+    let admin = &cfg.admin;
+    let bundle =
+        crate::bundles::client_bundle(&format!("{}-{n}", cfg.certificate_id), &cfg.password)?;
+    let path = format!("/certificates/{certificate_id}");
+    let (_, reply) = admin.put_json_reply(
+        &path,
+        &serde_json::json!({ "data": bundle.base64(), "password": cfg.password }),
+    )?;
+    let stored: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| format!("PUT {path}: {e}"))?;
+    if stored["thumbprint"].as_str() != Some(bundle.thumbprint.as_str()) {
+        return Err(format!(
+            "PUT {path}: edgegw answered thumbprint {} for a bundle of {}",
+            stored["thumbprint"], bundle.thumbprint
+        ));
+    }
+    let mut next = backend.clone();
+    next["credentials"] = serde_json::json!({ "certificateId": certificate_id });
+    admin.put_json(&format!("/backends/{}", cfg.backend_id), &next)?;
+    Ok(bundle.thumbprint)
 }
 
 /// The `loadtest run` command line.
@@ -581,11 +700,17 @@ pub struct RunArgs {
     cert: Option<PathBuf>,
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// A PKCS#12 file: the client certificate for mtls-direct, or the bundle `rotate` uploads.
+    /// mtls-direct: the client certificate as a PKCS#12 file. (rotate makes a new
+    /// certificate in-process for every rotation; a --pkcs12 given to it is not used.)
     #[arg(long)]
     pkcs12: Option<PathBuf>,
+    /// The password of --pkcs12; rotate: the password its bundles are made with (default
+    /// "loadtest-rotate").
     #[arg(long, default_value = "")]
     password: String,
+    /// rotate: one rotation (new certificate, upload, rebind) per period: "1s", "100ms".
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    rotate_every: Duration,
     /// rotate: the admin API, http://127.0.0.1:9090.
     #[arg(long)]
     admin: Option<String>,
@@ -604,6 +729,10 @@ pub struct RunArgs {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report (latency percentile curve, requests and errors per
+    /// second, the figures as tables) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -652,28 +781,56 @@ pub fn run_command(args: RunArgs) -> Result<(), String> {
     cfg.threads = args.threads.max(1);
     cfg.request_timeout = args.request_timeout;
     if args.scenario == Scenario::Rotate {
-        let (Some(admin), Some(pkcs12)) = (&args.admin, &args.pkcs12) else {
-            return Err("rotate needs --admin URL, --token, --pkcs12 FILE and --password".into());
+        let Some(admin) = &args.admin else {
+            return Err("rotate needs --admin URL and --token (or env EDGEGW_ADMIN_TOKEN)".into());
         };
-        cfg.rotate = Some(RotateConfig {
-            admin: Endpoint::parse(
-                admin,
-                args.token
-                    .clone()
-                    .or_else(|| std::env::var("EDGEGW_ADMIN_TOKEN").ok())
-                    .as_deref(),
-            )?,
-            pkcs12: pkcs12.clone(),
-            password: args.password.clone(),
-            certificate_id: args.certificate_id.clone(),
-            backend_id: args.backend_id.clone(),
-        });
+        if args.pkcs12.is_some() {
+            eprintln!(
+                "loadtest: rotate makes a new certificate in-process for every rotation; \
+                 --pkcs12 is not used"
+            );
+        }
+        let token = args
+            .token
+            .clone()
+            .or_else(|| std::env::var("EDGEGW_ADMIN_TOKEN").ok());
+        let mut rotate = RotateConfig::new(
+            Endpoint::parse(admin, token.as_deref())?,
+            &args.certificate_id,
+            &args.backend_id,
+        );
+        rotate.every = args.rotate_every;
+        if !args.password.is_empty() {
+            rotate.password = args.password.clone();
+        }
+        cfg.rotate = Some(rotate);
     }
     let report = execute(&cfg)?;
     println!("{}", report.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let mut config = vec![
+            (
+                "request timeout".to_string(),
+                format!("{:?}", args.request_timeout),
+            ),
+            ("max TLS version".to_string(), args.max_tls.clone()),
+            (
+                "groups offered".to_string(),
+                args.groups.clone().unwrap_or_else(|| "(default)".into()),
+            ),
+        ];
+        if let Some(r) = &report.rotate {
+            config.push((
+                "rotations".into(),
+                format!("{} ({} admin failures)", r.rotations, r.admin_failures),
+            ));
+        }
+        let html = crate::report::write_html(&html_input(&report, config));
+        std::fs::write(path, html).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let failed_rotations = report.rotate.as_ref().is_some_and(|r| r.admin_failures > 0);
     if report.summary.errors > 0 || failed_rotations {
@@ -688,6 +845,40 @@ pub fn run_command(args: RunArgs) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The HTML report of one run: its one series, its settings (`extra` added to them).
+pub fn html_input(report: &Report, extra: Vec<(String, String)>) -> ReportInput {
+    let mut config = vec![
+        ("scenario".to_string(), report.scenario.name().to_string()),
+        ("target".to_string(), report.target.clone()),
+        ("mode".to_string(), report.mode.to_string()),
+        (
+            "rate offered".to_string(),
+            report.rate.map_or("-".into(), |r| format!("{r:.0} req/s")),
+        ),
+        ("connections".to_string(), report.connections.to_string()),
+        ("client threads".to_string(), report.threads.to_string()),
+        ("driver".to_string(), format!("{:?}", report.driver)),
+        ("duration".to_string(), format!("{} s", report.duration_s)),
+    ];
+    config.extend(extra);
+    ReportInput {
+        title: format!(
+            "loadtest run: {} against {}",
+            report.scenario.name(),
+            report.target
+        ),
+        command_line: crate::report::command_line(),
+        machine: crate::report::machine(),
+        config,
+        sections: vec![Section {
+            title: report.scenario.name().to_string(),
+            note: report.describe(),
+            series: vec![report.series(&report.target)],
+        }],
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -741,7 +932,7 @@ mod tests {
             Scenario::Resume,
             "https://127.0.0.1:1/".parse().unwrap(),
             context,
-            Driver::Epoll,
+            Driver::Tokio,
         );
         let mut rec = Recorder::new();
         rec.success(Duration::from_millis(2));
@@ -758,6 +949,8 @@ mod tests {
             duration_s: 1.0,
             summary: rec.summary(Duration::from_secs(1)),
             rotate: None,
+            latency_curve: rec.percentile_curve(),
+            per_second: rec.per_second().to_vec(),
         };
         let v = serde_json::to_value(&report).unwrap();
         for key in [
@@ -783,10 +976,13 @@ mod tests {
             assert!(v["latency_us"][p].is_number(), "missing latency {p}");
         }
         assert_eq!(v["scenario"], "resume");
-        assert_eq!(v["driver"], "epoll");
+        assert_eq!(v["driver"], "tokio");
         assert_eq!(v["errors_by_kind"]["tls_handshake"], 1);
         assert_eq!(v["resumed_ratio"], 1.0);
         assert!(v.get("rotate").is_none());
+        // The report's curve and seconds stay out of the JSON.
+        assert!(!report.latency_curve.is_empty());
+        assert!(v.get("latency_curve").is_none() && v.get("per_second").is_none());
         assert!(report.table().contains("resumed ratio"));
     }
 }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boring::ssl::SslContext;
-use monoio::io::AsyncReadRent;
 
 use crate::client::{self, Conn};
 use crate::harness::{Backend, Pki, Server};
@@ -178,7 +177,7 @@ pub fn run(args: SlowlorisArgs) -> Result<(), String> {
         let (stats, addr, ctx) = (stats.clone(), target.addr, context.clone());
         let (n, every, ramp) = (args.slow, args.byte_every, args.ramp);
         std::thread::spawn(move || {
-            Driver::Epoll
+            Driver::Tokio
                 .block_on(slow_clients(
                     n,
                     addr,
@@ -396,9 +395,9 @@ async fn slow_clients(
         let kind = if i % 2 == 0 { SILENT } else { SLOW_HEAD };
         let at = start + ramp.mul_f64(i as f64 / n.max(1) as f64);
         let (stats, lifetimes, context) = (stats.clone(), lifetimes.clone(), context.clone());
-        tasks.push(monoio::spawn(async move {
+        tasks.push(crate::engine::spawn(async move {
             if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                monoio::time::sleep(wait).await;
+                crate::engine::sleep(wait).await;
             }
             let live = || Instant::now() < deadline && !stats.stop.load(Ordering::Relaxed);
             while live() {
@@ -413,14 +412,14 @@ async fn slow_clients(
                         lifetimes.borrow_mut()[kind].success(d);
                     }
                     // Did not get open: do not spin.
-                    Some(Err(())) => monoio::time::sleep(Duration::from_millis(100)).await,
+                    Some(Err(())) => crate::engine::sleep(Duration::from_millis(100)).await,
                     None => break,
                 }
             }
         }));
     }
     for t in tasks {
-        t.await;
+        let _ = t.await;
     }
     let out = lifetimes.borrow().clone();
     out
@@ -433,9 +432,9 @@ async fn silent(
     deadline: Instant,
     stats: &SlowStats,
 ) -> Option<Result<Duration, ()>> {
-    let connect = monoio::time::timeout(
+    let connect = crate::engine::timeout(
         Duration::from_secs(5),
-        monoio::net::TcpStream::connect(addr),
+        crate::engine::net::TcpStream::connect(addr),
     )
     .await;
     let Ok(Ok(mut tcp)) = connect else {
@@ -447,7 +446,7 @@ async fn silent(
     stats.open[SILENT].fetch_add(1, Ordering::Relaxed);
     let left = deadline.saturating_duration_since(Instant::now());
     // Anything but a timeout (end of stream, a reset, or bytes) is the gateway giving up.
-    let result = monoio::time::timeout(left, tcp.read(vec![0u8; 64])).await;
+    let result = crate::engine::timeout(left, tcp.read(Vec::with_capacity(64))).await;
     stats.open[SILENT].fetch_sub(1, Ordering::Relaxed);
     match result {
         Ok(_) => Some(Ok(t.elapsed())),
@@ -468,7 +467,7 @@ async fn slow_head(
     deadline: Instant,
     stats: &SlowStats,
 ) -> Option<Result<Duration, ()>> {
-    let connect = monoio::time::timeout(
+    let connect = crate::engine::timeout(
         Duration::from_secs(5),
         Conn::connect(addr, context, None, None),
     )
@@ -506,7 +505,7 @@ async fn slow_head(
         let wait = next_byte
             .saturating_duration_since(Instant::now())
             .min(poll);
-        monoio::time::sleep(wait).await;
+        crate::engine::sleep(wait).await;
         if peer_gave_up(fd) {
             break Some(Ok(t.elapsed()));
         }
