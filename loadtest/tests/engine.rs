@@ -163,3 +163,111 @@ fn the_engine_drives_nginx_without_errors() {
         }
     }
 }
+
+/// Runs `cmd` with the io_uring_setup system call refused (EPERM), as a seccomp profile such
+/// as Docker's default does: the engine must say so and fall back to plain tokio.
+fn without_io_uring(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // io_uring_setup is 425 on x86_64 and aarch64 (the unified numbering of new calls).
+    const IO_URING_SETUP: u32 = 425;
+    // SAFETY: between fork and exec only async-signal-safe calls are made (two prctl), on
+    // a filter that lives on this closure's stack until the kernel has copied it.
+    unsafe {
+        cmd.pre_exec(|| {
+            let filter = [
+                // A = seccomp_data.nr
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                // if A == io_uring_setup: next, else skip one
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: IO_URING_SETUP,
+                },
+                // return ERRNO(EPERM)
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::EPERM as u32,
+                },
+                // return ALLOW
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            let zero: libc::c_ulong = 0;
+            if libc::prctl(
+                libc::PR_SET_NO_NEW_PRIVS,
+                1 as libc::c_ulong,
+                zero,
+                zero,
+                zero,
+            ) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn without_io_uring_the_engine_says_so_and_runs_on_plain_tokio() {
+    harness::bin_dir().expect("binaries built");
+    let pki = Pki::create().expect("pki");
+    let backend = Backend::start(&pki, 1).expect("backend");
+    let direct = format!("https://127.0.0.1:{}/direct", backend.port);
+    let p12 = pki.path("client.p12");
+    let json = pki.dir().join("no-uring.json");
+    let run = |driver: &str| {
+        without_io_uring(
+            Command::new(env!("CARGO_BIN_EXE_loadtest"))
+                .args(["run", "--scenario", "mtls-direct", "--target", &direct])
+                .arg("--pkcs12")
+                .arg(&p12)
+                .args(["--password", harness::P12_PASSWORD, "--duration", "1s"])
+                .args(["--connections", "2", "--driver", driver, "--json"])
+                .arg(&json),
+        )
+        .output()
+        .expect("run loadtest")
+    };
+    let out = run("auto");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("io_uring is not available here; using plain tokio"),
+        "the fallback must be said: {stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    assert_eq!(v["driver"], "tokio", "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["requests"].as_u64().expect("requests") > 0, "{v}");
+    // Asking for io_uring where it cannot be had is an error that says what to do.
+    let out = run("uring");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "--driver uring must fail without io_uring"
+    );
+    assert!(stderr.contains("use --driver tokio or auto"), "{stderr}");
+}
