@@ -13,36 +13,21 @@ use std::process::Command;
 use loadtest::admin::metric_sum;
 use loadtest::harness::{self, Backend, Kind, Pki, Server};
 
-/// `loadtest run` for one scenario; its `--json` report, after asserting zero errors.
+mod common;
+
+/// `loadtest run` for one scenario on `driver`; its `--json` report (zero errors asserted).
 fn run(dir: &Path, name: &str, driver: &str, args: &[&str]) -> serde_json::Value {
-    let json = dir.join(format!("{name}-{driver}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .arg("run")
-        .args(args)
-        .args([
-            "--driver",
-            driver,
-            "--duration",
-            "1500ms",
-            "--connections",
-            "4",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{name} on {driver} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
-    assert_eq!(v["errors"], 0, "{name} on {driver}: {v}");
-    assert!(v["requests"].as_u64().expect("requests") > 0, "{name}: {v}");
-    v
+    let mut all = args.to_vec();
+    all.extend_from_slice(&[
+        "--driver",
+        driver,
+        "--duration",
+        "1500ms",
+        "--connections",
+        "4",
+    ]);
+    let what = format!("{name} on {driver}");
+    common::run_report(&what, &dir.join(format!("{name}-{driver}.json")), &all)
 }
 
 fn drivers() -> Vec<&'static str> {

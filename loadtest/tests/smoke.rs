@@ -12,27 +12,12 @@ use std::process::Command;
 
 use loadtest::harness::{self, Backend, Kind, Pki, Server};
 
+mod common;
+
 fn run_scenario(dir: &Path, name: &str, args: &[&str]) -> serde_json::Value {
-    let json = dir.join(format!("{name}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .arg("run")
-        .args(args)
-        .args(["--duration", "2s", "--connections", "4", "--json"])
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
-    assert_eq!(v["errors"], 0, "{name}: {v}");
-    assert!(v["requests"].as_u64().expect("requests") > 0, "{name}: {v}");
-    v
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--duration", "2s", "--connections", "4"]);
+    common::run_report(name, &dir.join(format!("{name}.json")), &all)
 }
 
 /// The PKI and a one-worker test backend, after checking the binaries are built.
