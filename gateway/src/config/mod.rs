@@ -26,6 +26,9 @@ use crate::secret::Secret;
 /// Largest accepted `server.workers`.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The protocols `listener.alpn` accepts (their ALPN names).
+pub const KNOWN_ALPN_PROTOCOLS: &[&str] = &["h2", "http/1.1"];
+
 /// The key-exchange group names `listener.key_exchange_groups` accepts (BoringSSL spelling).
 pub const KNOWN_KEY_EXCHANGE_GROUPS: &[&str] = &[
     "X25519MLKEM768",
@@ -113,6 +116,11 @@ pub struct ListenerConfig {
     /// names (see [`KNOWN_KEY_EXCHANGE_GROUPS`]); non-empty, no duplicates.
     /// Default `["X25519MLKEM768", "X25519", "P-256"]`.
     pub key_exchange_groups: Vec<String>,
+    /// `listener.alpn`: the application protocols offered by ALPN, in the server's
+    /// preference order (see [`KNOWN_ALPN_PROTOCOLS`]); non-empty, no duplicates. Default
+    /// `["http/1.1"]`: HTTP/2 is opt-in until its attack hardening (issue 10) is tested. A
+    /// client that offers no ALPN at all speaks HTTP/1.1.
+    pub alpn: Vec<String>,
     /// `listener.handshake_timeout`: a new connection must finish its TLS handshake within
     /// this. Non-zero. Default `10s`.
     pub handshake_timeout: Duration,
@@ -328,6 +336,7 @@ impl Config {
                     "X25519".to_owned(),
                     "P-256".to_owned(),
                 ],
+                alpn: vec!["http/1.1".to_owned()],
                 handshake_timeout: Duration::from_secs(10),
                 header_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),

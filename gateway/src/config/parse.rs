@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use super::{
     parse_duration, resolve_workers, AccessLog, AdminConfig, ClientCertificates, Config,
     ConfigError, ConfigErrors, ListenerConfig, MetricsConfig, ServerConfig, SteeringConfig,
-    SteeringMode, SteeringPolicy, StoreConfig, StoreKind, UpstreamConfig,
+    SteeringMode, SteeringPolicy, StoreConfig, StoreKind, UpstreamConfig, KNOWN_ALPN_PROTOCOLS,
     KNOWN_KEY_EXCHANGE_GROUPS, MAX_WORKERS,
 };
 
@@ -41,6 +41,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "session_tickets",
             "ticket_key_rotation",
             "key_exchange_groups",
+            "alpn",
             "handshake_timeout",
             "header_timeout",
             "idle_timeout",
@@ -345,6 +346,10 @@ impl Parser {
             .string_list(s, "key_exchange_groups", &d.key_exchange_groups)
             .map(|groups| self.check_groups(s.key("key_exchange_groups"), groups))
             .unwrap_or_default();
+        let alpn = self
+            .string_list(s, "alpn", &d.alpn)
+            .map(|protocols| self.check_alpn(s.key("alpn"), protocols))
+            .unwrap_or_default();
         let listener = ListenerConfig {
             address: listener_address.unwrap_or(d.address),
             certificate: certificate.flatten(),
@@ -352,6 +357,7 @@ impl Parser {
             session_tickets,
             ticket_key_rotation,
             key_exchange_groups,
+            alpn,
             handshake_timeout: self.take_or(s, "handshake_timeout", d.handshake_timeout, |v| {
                 duration(v, false)
             }),
@@ -548,6 +554,31 @@ impl Parser {
             }
         }
         groups.into_iter().flatten().collect()
+    }
+
+    /// `listener.alpn`: non-empty, known protocols, no duplicates.
+    fn check_alpn(&mut self, key: String, protocols: Vec<Option<String>>) -> Vec<String> {
+        if protocols.is_empty() {
+            self.error(key.as_str(), "must list at least one protocol");
+        }
+        for (i, protocol) in protocols.iter().enumerate() {
+            let Some(protocol) = protocol else { continue };
+            if !KNOWN_ALPN_PROTOCOLS.contains(&protocol.as_str()) {
+                self.error(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "unknown protocol {protocol:?} (known: {})",
+                        known_list(KNOWN_ALPN_PROTOCOLS.iter().copied())
+                    ),
+                );
+            } else if protocols[..i].iter().flatten().any(|p| p == protocol) {
+                self.error(
+                    format!("{key}[{i}]"),
+                    format!("protocol {protocol:?} is listed twice"),
+                );
+            }
+        }
+        protocols.into_iter().flatten().collect()
     }
 
     /// The listeners must not collide: same port (non-zero) on the same IP, or on an IP and

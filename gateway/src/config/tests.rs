@@ -53,6 +53,7 @@ fn defaults_are_the_contract() {
         c.listener.key_exchange_groups,
         ["X25519MLKEM768", "X25519", "P-256"]
     );
+    assert_eq!(c.listener.alpn, ["http/1.1"]);
     assert_eq!(c.admin.address, addr("127.0.0.1:9090"));
     assert_eq!(c.admin.token, None);
     assert_eq!(c.metrics.address, addr("127.0.0.1:9091"));
@@ -148,6 +149,7 @@ private_key = "/etc/edgegw/tls.key"
 session_tickets = false
 ticket_key_rotation = "1h30m"
 key_exchange_groups = ["P-384", "X25519Kyber768Draft00", "P-521", "X25519", "X25519MLKEM768", "P-256"]
+alpn = ["h2", "http/1.1"]
 handshake_timeout = "3s"
 header_timeout = "4s"
 idle_timeout = "5s"
@@ -212,6 +214,7 @@ max_connections_per_backend = 7
             ]
             .map(String::from)
             .to_vec(),
+            alpn: ["h2", "http/1.1"].map(String::from).to_vec(),
             handshake_timeout: Duration::from_secs(3),
             header_timeout: Duration::from_secs(4),
             idle_timeout: Duration::from_secs(5),
@@ -493,6 +496,23 @@ fn certificate_and_key_go_together() {
         "[listener]\ncertificate = 1\nprivate_key = \"k.pem\"",
         "listener.certificate",
     );
+}
+
+#[test]
+fn alpn() {
+    let c = parse("[listener]\nalpn = [\"h2\", \"http/1.1\"]");
+    assert_eq!(c.listener.alpn, ["h2", "http/1.1"]);
+    let c = parse("[listener]\nalpn = [\"http/1.1\", \"h2\"]");
+    assert_eq!(c.listener.alpn, ["http/1.1", "h2"]);
+    single("[listener]\nalpn = []", "listener.alpn");
+    single("[listener]\nalpn = \"h2\"", "listener.alpn");
+    let msg = single("[listener]\nalpn = [\"h2\", \"h3\"]", "listener.alpn[1]");
+    assert!(msg.contains("http/1.1"), "{msg}");
+    let msg = single(
+        "[listener]\nalpn = [\"h2\", \"http/1.1\", \"h2\"]",
+        "listener.alpn[2]",
+    );
+    assert!(msg.contains("twice"), "{msg}");
 }
 
 #[test]

@@ -367,6 +367,13 @@ enum ChunkState {
     Done,
 }
 
+/// A decoded piece of a chunked body (`ChunkedScanner::scan_parts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPart<'a> {
+    Data(&'a [u8]),
+    Trailer(&'a [u8]),
+}
+
 /// The chunked encoding was broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkError(pub &'static str);
@@ -392,6 +399,17 @@ impl ChunkedScanner {
     /// Scans `data`; returns how many bytes belong to the body (all of `data` unless the
     /// body ends inside it).
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkError> {
+        self.scan_parts(data, |_| {})
+    }
+
+    /// Like `scan`, and hands `part` the decoded pieces as they pass: chunk data, and the
+    /// bytes of the trailer section (its lines with their CRLFs, without the final empty
+    /// line). For a peer that does not speak chunked framing (HTTP/2).
+    pub fn scan_parts(
+        &mut self,
+        data: &[u8],
+        mut part: impl FnMut(ChunkPart<'_>),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
@@ -446,6 +464,7 @@ impl ChunkedScanner {
                     let take = (self.size as usize).min(data.len() - i);
                     self.size -= take as u64;
                     self.data_len += take as u64;
+                    part(ChunkPart::Data(&data[i..i + take]));
                     i += take;
                     if self.size == 0 {
                         self.state = ChunkState::DataCr;
@@ -468,6 +487,7 @@ impl ChunkedScanner {
                     self.state = if b == b'\r' {
                         ChunkState::FinalLf
                     } else {
+                        part(ChunkPart::Trailer(&data[i..=i]));
                         ChunkState::Trailer
                     };
                 }
@@ -476,6 +496,7 @@ impl ChunkedScanner {
                     if self.trailer_len > MAX_TRAILER_BYTES {
                         return Err(ChunkError("chunked trailer too large"));
                     }
+                    part(ChunkPart::Trailer(&data[i..=i]));
                     if b == b'\r' {
                         self.state = ChunkState::TrailerLf;
                     }
@@ -484,6 +505,7 @@ impl ChunkedScanner {
                     if b != b'\n' {
                         return Err(ChunkError("expected LF after trailer"));
                     }
+                    part(ChunkPart::Trailer(&data[i..=i]));
                     self.state = ChunkState::TrailerStart;
                 }
                 ChunkState::FinalLf => {
@@ -505,6 +527,31 @@ impl ChunkedScanner {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn scan_parts_decodes_data_and_trailers() {
+        let body = b"5\r\nhello\r\n3;x=1\r\n wo\r\n0\r\nA: 1\r\nB: 2\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut s = ChunkedScanner::default();
+            let (mut data, mut trailer) = (Vec::new(), Vec::new());
+            let mut used = 0;
+            for piece in [&body[..split], &body[split..]] {
+                if s.is_done() {
+                    break;
+                }
+                used += s
+                    .scan_parts(piece, |p| match p {
+                        ChunkPart::Data(d) => data.extend_from_slice(d),
+                        ChunkPart::Trailer(t) => trailer.extend_from_slice(t),
+                    })
+                    .unwrap();
+            }
+            assert!(s.is_done());
+            assert_eq!(used, body.len() - 4, "split {split}");
+            assert_eq!(data, b"hello wo");
+            assert_eq!(trailer, b"A: 1\r\nB: 2\r\n");
+        }
+    }
 
     fn scan_all(body: &[u8], split: usize) -> Result<Option<usize>, ChunkError> {
         let mut s = ChunkedScanner::default();

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod error;
+mod h2;
 pub mod http;
 pub mod path;
 pub mod proxy;

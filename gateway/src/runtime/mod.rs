@@ -213,6 +213,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             data_dir: &data_dir,
             session_tickets: config.listener.session_tickets,
             key_exchange_groups: &config.listener.key_exchange_groups,
+            alpn: &config.listener.alpn,
             client_certificates: config.listener.client_certificates,
         },
         &tickets,

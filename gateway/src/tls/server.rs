@@ -11,8 +11,8 @@ use boring::hash::MessageDigest;
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
 use boring::ssl::{
-    select_next_proto, AlpnError, SslAcceptor, SslMethod, SslOptions, SslRef, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode,
+    SslVersion,
 };
 use boring::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use boring::x509::store::{X509Store, X509StoreBuilder};
@@ -31,6 +31,9 @@ pub struct ServerTlsSettings<'a> {
     pub data_dir: &'a Path,
     pub session_tickets: bool,
     pub key_exchange_groups: &'a [String],
+    /// `listener.alpn`: protocols offered by ALPN, server preference first (validated
+    /// names: "h2", "http/1.1").
+    pub alpn: &'a [String],
     /// Whether callers are asked for a certificate (`listener.client_certificates`).
     pub client_certificates: ClientCertificates,
 }
@@ -50,8 +53,38 @@ fn err(context: &str, e: impl std::fmt::Display) -> ServerTlsError {
     ServerTlsError(format!("{context}: {e}"))
 }
 
-/// ALPN wire form of the one protocol we speak.
-const ALPN_HTTP11: &[u8] = b"\x08http/1.1";
+/// The ALPN wire form (length-prefixed names) of `protocols`, in order.
+fn alpn_wire(protocols: &[String]) -> Result<Vec<u8>, ServerTlsError> {
+    let mut wire = Vec::new();
+    for p in protocols {
+        let len = u8::try_from(p.len())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ServerTlsError(format!("listener.alpn: invalid protocol {p:?}")))?;
+        wire.push(len);
+        wire.extend_from_slice(p.as_bytes());
+    }
+    Ok(wire)
+}
+
+/// The first of our protocols (server preference order, RFC 7301 §3.2) that the client
+/// offered, as a slice of the client's list.
+fn select_alpn<'c>(ours: &[u8], client: &'c [u8]) -> Option<&'c [u8]> {
+    let mut rest = ours;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (name, after) = tail.split_at_checked(usize::from(len))?;
+        rest = after;
+        let mut theirs = client;
+        while let Some((&clen, ctail)) = theirs.split_first() {
+            let (cname, cafter) = ctail.split_at_checked(usize::from(clen))?;
+            if cname == name {
+                return Some(cname);
+            }
+            theirs = cafter;
+        }
+    }
+    None
+}
 
 /// Builds the shared acceptor. Ticket keys are installed when tickets are on.
 pub fn build_acceptor(
@@ -94,8 +127,11 @@ pub fn build_acceptor(
         .set_curves_list(&groups)
         .map_err(|e| err(&format!("listener.key_exchange_groups {groups:?}"), e))?;
     prefer_cheap_tls13_ciphers(&mut builder)?;
-    builder.set_alpn_select_callback(|_, client| {
-        select_next_proto(ALPN_HTTP11, client).ok_or(AlpnError::NOACK)
+    // Our order wins (boring's `select_next_proto` would follow the client's): with
+    // `listener.alpn = ["h2", "http/1.1"]` a client offering both gets h2.
+    let alpn = alpn_wire(settings.alpn)?;
+    builder.set_alpn_select_callback(move |_, client| {
+        select_alpn(&alpn, client).ok_or(AlpnError::NOACK)
     });
     match settings.client_certificates {
         ClientCertificates::Off => {}
@@ -310,4 +346,34 @@ pub(crate) fn self_signed_cert(
     builder.append_extension(&san)?;
     builder.sign(key, MessageDigest::sha256())?;
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod alpn_tests {
+    use super::{alpn_wire, select_alpn};
+
+    fn wire(names: &[&str]) -> Vec<u8> {
+        alpn_wire(&names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn the_servers_order_wins() {
+        let ours = wire(&["h2", "http/1.1"]);
+        let both = wire(&["http/1.1", "h2"]);
+        assert_eq!(select_alpn(&ours, &both), Some(&b"h2"[..]));
+        let ours = wire(&["http/1.1", "h2"]);
+        assert_eq!(
+            select_alpn(&ours, &wire(&["h2", "http/1.1"])),
+            Some(&b"http/1.1"[..])
+        );
+        assert_eq!(select_alpn(&ours, &wire(&["h2"])), Some(&b"h2"[..]));
+    }
+
+    #[test]
+    fn no_common_protocol_or_a_broken_list_selects_none() {
+        let ours = wire(&["http/1.1"]);
+        assert_eq!(select_alpn(&ours, &wire(&["h2"])), None);
+        assert_eq!(select_alpn(&ours, b"\x09http/1.1"), None);
+        assert_eq!(select_alpn(&ours, b""), None);
+    }
 }

@@ -28,14 +28,21 @@ use crate::buffer::{ByteSink, ByteSource};
 /// Receive buffer size: one maximum TLS record plus its header and overhead.
 const RECV_BUFFER: usize = 16 * 1024 + 512;
 
-/// BoringSSL's side of the connection: ciphertext in, ciphertext out.
-struct MemoryTransport {
-    incoming: Vec<u8>,
-    read_pos: usize,
-    outgoing: Vec<u8>,
+/// BoringSSL's side of the connection: ciphertext in, ciphertext out. Public for the
+/// poll-based driver of an HTTP/2 connection (`dataplane::h2::io`), which moves the same
+/// buffers with poll-style socket calls (`TlsStream::into_parts`).
+pub struct MemoryTransport {
+    /// Ciphertext read from the socket; BoringSSL has taken it up to `read_pos`.
+    pub incoming: Vec<u8>,
+    pub read_pos: usize,
+    /// Ciphertext BoringSSL wrote, not yet sent.
+    pub outgoing: Vec<u8>,
     /// The peer closed its side of the TCP connection.
-    eof: bool,
+    pub eof: bool,
 }
+
+/// Receive buffer size of a connection (one maximum TLS record and its overhead).
+pub const TLS_RECV_BUFFER: usize = RECV_BUFFER;
 
 impl Read for MemoryTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -353,6 +360,21 @@ impl TlsStream {
 
     pub fn ssl_mut(&mut self) -> &mut SslRef {
         self.ssl.ssl_mut()
+    }
+
+    /// The socket, whole again, and the TLS state over its memory buffers: for a driver
+    /// that does its socket I/O poll-style (HTTP/2, `dataplane::h2::io`). Fails while a
+    /// read is armed (`arm_read`): the socket must have no operation in flight.
+    pub fn into_parts(mut self) -> Result<(TcpStream, SslStream<MemoryTransport>), TlsError> {
+        let Some(Reader::Ready(reader)) = self.reader.take() else {
+            return Err(TlsError::Io(io::Error::other(
+                "a socket read is in flight on this TLS connection",
+            )));
+        };
+        let tcp = reader
+            .reunite(self.writer)
+            .map_err(|_| TlsError::Io(io::Error::other("the socket halves do not match")))?;
+        Ok((tcp, self.ssl))
     }
 
     /// The socket's descriptor (for poll(2) and shutdown(2); the stream keeps owning it).

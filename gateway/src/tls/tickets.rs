@@ -345,6 +345,7 @@ mod tests {
             data_dir: dir,
             session_tickets: true,
             key_exchange_groups: &groups,
+            alpn: &["http/1.1".to_owned()],
             client_certificates: crate::config::ClientCertificates::Off,
         };
         build_acceptor(&settings, keys).unwrap()

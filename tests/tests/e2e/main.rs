@@ -14,6 +14,7 @@ mod hardening;
 mod hardening_admin;
 mod hot_apply;
 mod http1;
+mod http2;
 mod interop_nginx;
 mod metrics;
 mod pooling;

@@ -15,11 +15,11 @@ use crate::model::Thumbprint;
 use crate::tls::stream::{TlsError, TlsStream};
 
 /// One connection's caller certificate.
-pub(super) struct Caller {
+pub(in crate::dataplane) struct Caller {
     pub(super) presented: PresentedCertificate,
     /// The `X-Forwarded-Client-Cert` value: `Hash=<sha256 hex>;Subject="<subject>"`
     /// (Envoy's element names; `"` and `\` in the subject escaped with `\`).
-    pub(super) forwarded: String,
+    pub(in crate::dataplane) forwarded: String,
 }
 
 /// The certificate the caller presented, when the listener asks for one; counted in
@@ -89,7 +89,7 @@ pub(super) fn count_failed_handshake(ctx: &WorkerContext, error: &TlsError) {
 
 /// The API's rule applied to the caller: 403 `ClientCertificateInvalid` with the reason,
 /// unless the rule says `ignore-error="true"` (then logged, and the request goes on).
-pub(super) fn check(
+pub(in crate::dataplane) fn check(
     rule: &ClientCertificateRule,
     caller: Option<&Caller>,
     req: &Request<'_>,

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use super::body::{forward_body, BodyError, BodyLimits};
-use super::{Downstream, Request};
+use super::Request;
+use crate::buffer::{ByteSource, InBuffer};
 use crate::dataplane::error::{ErrorKind, ProxyError};
 use crate::dataplane::http::Framing;
 use crate::dataplane::WorkerContext;
@@ -14,14 +15,14 @@ use crate::upstream::{self, ConnectError, UpstreamConn};
 
 /// A request the backend has whole: the connection it went on, when its head left, and
 /// its slot among the backend's requests in flight (freed when the answer is relayed).
-pub(super) struct Sent {
+pub(in crate::dataplane) struct Sent {
     pub(super) conn: UpstreamConn,
     pub(super) at: Instant,
     pub(super) _slot: Option<BackendSlot>,
 }
 
 /// One of `upstream.max_connections_per_backend` requests in flight to a backend.
-pub(super) type BackendSlot = tokio::sync::OwnedSemaphorePermit;
+pub(in crate::dataplane) type BackendSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// Waits for a free slot of the target's backend, up to `upstream.connect_timeout`
 /// (`None` when there is no limit).
@@ -49,12 +50,15 @@ async fn backend_slot(
     }
 }
 
-/// Sends the request (`upstream_head`, then the body from the client) to the target's
-/// backend. A pooled connection the backend closed fails on the first write; nothing has
-/// been sent then, so one retry on a fresh connection is safe.
-pub(super) async fn send(
+/// Sends the request (`upstream_head`, then the body from the client: what `buf` holds,
+/// then `source`, by the framing of the head) to the target's backend. A pooled connection
+/// the backend closed fails on the first write; nothing has been sent then, so one retry on
+/// a fresh connection is safe. The client side is HTTP/1.1 or an HTTP/2 stream (whose body
+/// source writes HTTP/1.1 framing, `dataplane::h2`).
+pub(in crate::dataplane) async fn send<S: ByteSource>(
     ctx: &WorkerContext,
-    client: &mut Downstream,
+    buf: &mut InBuffer,
+    source: &mut S,
     req: &Request<'_>,
     target: &Target,
     upstream_head: &[u8],
@@ -92,48 +96,42 @@ pub(super) async fn send(
             max_len: ctx.limits.max_request_body,
         };
         let framing = req.checked.framing;
-        forward_body(
-            &mut client.buf,
-            &mut client.tls,
-            &mut conn.io,
-            framing,
-            limits,
-        )
-        .await
-        .map_err(|e| match e {
-            BodyError::Source(why) => ProxyError::new(
-                ErrorKind::RequestBodyFailed,
-                format!("Reading the request body failed: {why}"),
-            ),
-            BodyError::Timeout => {
-                ctx.metrics.downstream_timeout("body");
-                ProxyError::new(
-                    ErrorKind::RequestBodyTimeout,
-                    format!(
+        forward_body(buf, source, &mut conn.io, framing, limits)
+            .await
+            .map_err(|e| match e {
+                BodyError::Source(why) => ProxyError::new(
+                    ErrorKind::RequestBodyFailed,
+                    format!("Reading the request body failed: {why}"),
+                ),
+                BodyError::Timeout => {
+                    ctx.metrics.downstream_timeout("body");
+                    ProxyError::new(
+                        ErrorKind::RequestBodyTimeout,
+                        format!(
                         "The request body stalled or fell under listener.body_min_rate ({} B/s).",
                         limits.min_rate
                     ),
-                )
-            }
-            BodyError::TooLarge => {
-                ctx.metrics.limit_reached("request_body");
-                ProxyError::new(
-                    ErrorKind::BodyTooLarge,
+                    )
+                }
+                BodyError::TooLarge => {
+                    ctx.metrics.limit_reached("request_body");
+                    ProxyError::new(
+                        ErrorKind::BodyTooLarge,
+                        format!(
+                            "The chunked request body passed listener.max_request_body_bytes ({}).",
+                            limits.max_len
+                        ),
+                    )
+                }
+                BodyError::Sink(why) => ProxyError::new(
+                    ErrorKind::BodySendFailed,
                     format!(
-                        "The chunked request body passed listener.max_request_body_bytes ({}).",
-                        limits.max_len
+                        "Sending the request body to backend {} failed: {why}",
+                        target.backend_id
                     ),
-                )
-            }
-            BodyError::Sink(why) => ProxyError::new(
-                ErrorKind::BodySendFailed,
-                format!(
-                    "Sending the request body to backend {} failed: {why}",
-                    target.backend_id
                 ),
-            ),
-        })
-        .map_err(ProxyError::closing)?;
+            })
+            .map_err(ProxyError::closing)?;
     }
     Ok(Sent {
         conn,

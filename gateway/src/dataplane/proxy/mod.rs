@@ -1,6 +1,6 @@
-//! One client connection: TLS accept, then HTTP/1.1 requests in a keep-alive loop, each
-//! routed through the current snapshot and proxied to its backend over a pooled (m)TLS
-//! connection. Bodies stream through in both directions; nothing buffers a whole message.
+//! One client connection: TLS accept, then (unless ALPN chose HTTP/2, `dataplane::h2`)
+//! HTTP/1.1 requests in a keep-alive loop, each routed through the current snapshot and
+//! proxied to its backend over a pooled (m)TLS connection. Bodies stream through in both directions; nothing buffers a whole message.
 //!
 //! A request goes through four stages, one module each, around one [`Request`]:
 //! [`request`] reads and checks the head, [`route`] finds the API and rewrites the head for
@@ -9,11 +9,12 @@
 //! one message body, either way.
 
 mod body;
-mod caller;
-mod forward;
-mod request;
-mod respond;
-mod route;
+// The stages an HTTP/2 stream goes through too (`dataplane::h2::serve`).
+pub(in crate::dataplane) mod caller;
+pub(in crate::dataplane) mod forward;
+pub(in crate::dataplane) mod request;
+pub(in crate::dataplane) mod respond;
+pub(in crate::dataplane) mod route;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -45,15 +46,34 @@ struct Downstream {
 }
 
 /// One request as it goes through the stages: what the head said, and the labels it
-/// collects for metrics and the access log.
-struct Request<'a> {
-    head: &'a RequestHead,
-    id: String,
+/// collects for metrics and the access log. An HTTP/2 stream's request is written as an
+/// HTTP/1.1 head first (`dataplane::h2::serve`), so every stage sees one form.
+pub(in crate::dataplane) struct Request<'a> {
+    pub(in crate::dataplane) head: &'a RequestHead,
+    pub(in crate::dataplane) id: String,
     /// Framing, keep-alive and `Connection` tokens, once the head is checked.
-    checked: request::Checked<'a>,
+    pub(in crate::dataplane) checked: request::Checked<'a>,
     /// The API it matched (`NO_API` until routed) and that API's backend.
-    api: Arc<str>,
-    backend: Option<Arc<str>>,
+    pub(in crate::dataplane) api: Arc<str>,
+    pub(in crate::dataplane) backend: Option<Arc<str>>,
+}
+
+impl<'a> Request<'a> {
+    /// A request whose head has not been checked yet.
+    pub(in crate::dataplane) fn new(ctx: &WorkerContext, head: &'a RequestHead) -> Self {
+        Request {
+            head,
+            id: request::request_id(ctx, head),
+            checked: request::Checked {
+                framing: Framing::Empty,
+                keep_alive: false,
+                tokens: Vec::new(),
+                target: Default::default(),
+            },
+            api: no_api(),
+            backend: None,
+        }
+    }
 }
 
 /// How a request ended, for the keep-alive decision and metrics.
@@ -82,7 +102,7 @@ impl Outcome {
     }
 }
 
-struct UpstreamUse {
+pub(in crate::dataplane) struct UpstreamUse {
     /// The connection came from the pool.
     reused: bool,
     /// For a new TLS connection: whether it resumed an earlier session.
@@ -96,6 +116,11 @@ pub async fn serve_connection(ctx: Rc<WorkerContext>, tcp: TcpStream, peer: Sock
         return;
     };
     let caller = caller::presented(&ctx, &tls).map(Rc::new);
+    if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
+        // Offered only when `listener.alpn` lists it.
+        let peer_ip = peer.ip().to_string();
+        return super::h2::serve::serve(ctx, tls, peer_ip, caller).await;
+    }
     let mut client = Downstream {
         tls,
         buf: InBuffer::new(),
@@ -167,7 +192,7 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// An error answered to a client: counted, logged with its detail (at `warn` when the
 /// backend or the gateway failed, `debug` when the client did) and kept for the admin API's
 /// lookup by request id.
-fn report(
+pub(in crate::dataplane) fn report(
     ctx: &WorkerContext,
     e: &ProxyError,
     request_id: &str,
@@ -237,7 +262,7 @@ async fn accept_tls(ctx: &WorkerContext, tcp: TcpStream, peer: SocketAddr) -> Op
     Some(tls)
 }
 
-fn no_api() -> Arc<str> {
+pub(in crate::dataplane) fn no_api() -> Arc<str> {
     thread_local!(static NO_API_LABEL: Arc<str> = Arc::from(NO_API));
     NO_API_LABEL.with(Arc::clone)
 }
@@ -249,18 +274,7 @@ async fn handle_request(
     head: &RequestHead,
 ) -> Outcome {
     let started = Instant::now();
-    let mut req = Request {
-        head,
-        id: request::request_id(ctx, head),
-        checked: request::Checked {
-            framing: Framing::Empty,
-            keep_alive: false,
-            tokens: Vec::new(),
-            target: Default::default(),
-        },
-        api: no_api(),
-        backend: None,
-    };
+    let mut req = Request::new(ctx, head);
     let outcome = match proxy(ctx, client, &mut req).await {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -287,23 +301,42 @@ async fn handle_request(
             }
         }
     };
-    let elapsed = started.elapsed();
-    ctx.metrics.request(&req.api, outcome.status, elapsed);
+    record(
+        ctx,
+        &req,
+        outcome.status,
+        started.elapsed(),
+        outcome.upstream.as_ref(),
+        outcome.error,
+    );
+    outcome
+}
+
+/// Counts a finished request (`edgegw_requests_total` and its duration) and writes its
+/// access-log line; the same for HTTP/1.1 requests and HTTP/2 streams.
+pub(in crate::dataplane) fn record(
+    ctx: &WorkerContext,
+    req: &Request<'_>,
+    status: u16,
+    elapsed: Duration,
+    upstream: Option<&UpstreamUse>,
+    error: Option<&'static str>,
+) {
+    ctx.metrics.request(&req.api, status, elapsed);
     if let Some(log) = &ctx.access_log {
         log.log(&access_log::Entry {
             request_id: &req.id,
-            method: head.method(),
+            method: req.head.method(),
             api: &req.api,
             backend: req.backend.as_deref(),
-            status: outcome.status,
+            status,
             duration: elapsed,
-            upstream_duration: outcome.upstream.as_ref().map(|u| u.duration),
-            upstream_reused: outcome.upstream.as_ref().map(|u| u.reused),
-            upstream_resumed: outcome.upstream.as_ref().and_then(|u| u.resumed),
-            error: outcome.error,
+            upstream_duration: upstream.map(|u| u.duration),
+            upstream_reused: upstream.map(|u| u.reused),
+            upstream_resumed: upstream.and_then(|u| u.resumed),
+            error,
         });
     }
-    outcome
 }
 
 /// The stages in order; an error ends the request with an answer of ours.
@@ -348,11 +381,13 @@ async fn send_and_relay(
     target: &crate::snapshot::Target,
     upstream_head: &[u8],
 ) -> Result<Outcome, ProxyError> {
-    let sent = forward::send(ctx, client, req, target, upstream_head, false).await?;
+    let (buf, tls) = (&mut client.buf, &mut client.tls);
+    let sent = forward::send(ctx, buf, tls, req, target, upstream_head, false).await?;
     match respond::relay(ctx, client, req, target, sent).await {
         Err(e) if e.stale_connection && request::replayable(req.head, &req.checked) => {
             tracing::debug!(request_id = %req.id, detail = %e.detail, "pooled connection was closed by the backend; sending again on a new one");
-            let sent = forward::send(ctx, client, req, target, upstream_head, true).await?;
+            let (buf, tls) = (&mut client.buf, &mut client.tls);
+            let sent = forward::send(ctx, buf, tls, req, target, upstream_head, true).await?;
             respond::relay(ctx, client, req, target, sent).await
         }
         result => result,

@@ -63,7 +63,7 @@ pub(super) async fn read_head(
     }
 }
 
-fn head_error(e: HeadError) -> ProxyError {
+pub(in crate::dataplane) fn head_error(e: HeadError) -> ProxyError {
     let e = match e {
         HeadError::TooLarge => ProxyError::new(
             ErrorKind::HeadTooLarge,
@@ -88,21 +88,24 @@ fn head_error(e: HeadError) -> ProxyError {
 }
 
 /// What the proxy needs to know of a request head before it routes it.
-pub(super) struct Checked<'a> {
-    pub(super) framing: Framing,
+pub(in crate::dataplane) struct Checked<'a> {
+    pub(in crate::dataplane) framing: Framing,
     /// The client allows another request after this one.
-    pub(super) keep_alive: bool,
+    pub(in crate::dataplane) keep_alive: bool,
     /// Header names listed in the client's `Connection` header (not forwarded).
-    pub(super) tokens: Vec<&'a str>,
+    pub(in crate::dataplane) tokens: Vec<&'a str>,
     /// The normalised target: routing and forwarding both use its path.
-    pub(super) target: path::Target<'a>,
+    pub(in crate::dataplane) target: path::Target<'a>,
 }
 
 /// Checks a request head before anything of it goes on (RFC 9112 and 9110): its framing
 /// (`http::declared_framing`), its target (`dataplane::path`), `Host` (exactly one in
 /// HTTP/1.1; an absolute-form target's authority stands for it) and the body size limit.
 /// Every refusal closes the connection: what follows on it cannot be trusted.
-pub(super) fn check<'a>(head: &'a RequestHead, limits: &Limits) -> Result<Checked<'a>, ProxyError> {
+pub(in crate::dataplane) fn check<'a>(
+    head: &'a RequestHead,
+    limits: &Limits,
+) -> Result<Checked<'a>, ProxyError> {
     let refuse = |kind, why: String| Err(ProxyError::new(kind, why).closing());
     let tokens = http::connection_tokens(head.headers());
     let keep_alive = head.minor_version >= 1 && !http::has_token(&tokens, "close");
@@ -196,7 +199,7 @@ pub(super) async fn first_chunk_line(
 
 /// Whether the request may be sent again after a failed attempt the backend cannot have
 /// seen: an idempotent method (RFC 9110 §9.2.2) and no body (a streamed body is gone).
-pub(super) fn replayable(head: &RequestHead, checked: &Checked<'_>) -> bool {
+pub(in crate::dataplane) fn replayable(head: &RequestHead, checked: &Checked<'_>) -> bool {
     const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
     checked.framing == Framing::Empty && IDEMPOTENT.contains(&head.method())
 }

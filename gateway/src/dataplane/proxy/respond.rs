@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::body::{self, forward_body, BodyError, BodyLimits, FirstChunkError};
-use super::forward::{tls_error, Sent};
+use super::forward::{tls_error, BackendSlot, Sent};
 use super::{Downstream, Outcome, Request, UpstreamUse};
 use crate::dataplane::error::{ErrorKind, ProxyError};
 use crate::dataplane::http::{self, Framing, ResponseHead};
@@ -24,12 +24,78 @@ pub(super) async fn relay(
     target: &Target,
     sent: Sent,
 ) -> Result<Outcome, ProxyError> {
+    let Received {
+        mut conn,
+        slot,
+        upstream,
+        framing,
+        upstream_reusable,
+    } = receive(ctx, &mut client.response, req, target, sent).await?;
+    let is_head = req.head.method().eq_ignore_ascii_case("HEAD");
+    // The head read into the connection's reused memory; borrowed until the client's head
+    // is written.
+    let response = &client.response;
+    let status = response.status;
+    let upstream_tokens = http::connection_tokens(response.headers());
+    let keep_alive =
+        req.checked.keep_alive && framing != Framing::UntilClose && !ctx.draining.get();
+    let mut out = std::mem::take(&mut client.response_head);
+    write_response_head(
+        &mut out,
+        response,
+        &upstream_tokens,
+        is_head,
+        framing,
+        keep_alive,
+    );
+    drop(upstream_tokens);
+    let body = deliver(ctx, client, &mut conn, &out, framing).await;
+    client.response_head = out;
+    let complete = body.is_ok();
+    check_in(ctx, conn, complete && upstream_reusable);
+    // The backend has its slot back once its answer is relayed.
+    drop(slot);
+    if let Err(e) = body {
+        tracing::debug!(backend = %target.backend_id, error = ?e, "response body not completed");
+    }
+    Ok(Outcome {
+        status,
+        keep_alive: keep_alive && complete,
+        linger: false,
+        upstream: Some(upstream),
+        error: None,
+    })
+}
+
+/// A backend's answer whose head is in (in the `ResponseHead` given to `receive`) and whose
+/// body is still to be relayed, whatever the client's protocol.
+pub(in crate::dataplane) struct Received {
+    pub(in crate::dataplane) conn: UpstreamConn,
+    /// The backend's slot among its requests in flight: drop it once the answer is relayed.
+    pub(in crate::dataplane) slot: Option<BackendSlot>,
+    pub(in crate::dataplane) upstream: UpstreamUse,
+    /// How the response body is delimited (checked; a chunked one has a valid first line).
+    pub(in crate::dataplane) framing: Framing,
+    /// The connection can carry another request once the body is relayed whole.
+    pub(in crate::dataplane) upstream_reusable: bool,
+}
+
+/// Reads the backend's response head into `response` and checks its framing (for a chunked
+/// body, its first chunk-size line too: a body broken from its first byte never reaches the
+/// client behind a 200 head; the answer is a 502 instead).
+pub(in crate::dataplane) async fn receive(
+    ctx: &WorkerContext,
+    response: &mut ResponseHead,
+    req: &Request<'_>,
+    target: &Target,
+    sent: Sent,
+) -> Result<Received, ProxyError> {
     let Sent {
         mut conn,
         at,
         _slot: slot,
     } = sent;
-    read_head(ctx, &mut conn, target, &mut client.response).await?;
+    read_head(ctx, &mut conn, target, response).await?;
     // A TLS 1.3 ticket precedes the response bytes: share it with the other workers before
     // the client sees the answer (and can open a connection that lands on another worker).
     ctx.upstreams.borrow_mut().remember_session(&mut conn);
@@ -39,10 +105,6 @@ pub(super) async fn relay(
         duration: at.elapsed(),
     };
     let is_head = req.head.method().eq_ignore_ascii_case("HEAD");
-    // The head read into the connection's reused memory; borrowed until the client's head
-    // is written.
-    let response = &client.response;
-    let status = response.status;
     let framing = response_framing(response, is_head).map_err(|why| {
         ProxyError::new(
             ErrorKind::InvalidResponse,
@@ -53,8 +115,6 @@ pub(super) async fn relay(
         )
     })?;
     if framing == Framing::Chunked {
-        // Like a request's: a body broken from its first byte never reaches the client
-        // behind a 200 head; the answer is a 502 instead.
         let wait = ctx.limits.request_timeout;
         body::first_chunk_line(&mut conn.buffered, &mut conn.io, wait)
             .await
@@ -86,33 +146,12 @@ pub(super) async fn relay(
     let upstream_reusable = response.minor_version >= 1
         && !http::has_token(&upstream_tokens, "close")
         && framing != Framing::UntilClose;
-    let keep_alive =
-        req.checked.keep_alive && framing != Framing::UntilClose && !ctx.draining.get();
-    let mut out = std::mem::take(&mut client.response_head);
-    write_response_head(
-        &mut out,
-        response,
-        &upstream_tokens,
-        is_head,
+    Ok(Received {
+        conn,
+        slot,
+        upstream,
         framing,
-        keep_alive,
-    );
-    drop(upstream_tokens);
-    let body = deliver(ctx, client, &mut conn, &out, framing).await;
-    client.response_head = out;
-    let complete = body.is_ok();
-    check_in(ctx, conn, complete && upstream_reusable);
-    // The backend has its slot back once its answer is relayed.
-    drop(slot);
-    if let Err(e) = body {
-        tracing::debug!(backend = %target.backend_id, error = ?e, "response body not completed");
-    }
-    Ok(Outcome {
-        status,
-        keep_alive: keep_alive && complete,
-        linger: false,
-        upstream: Some(upstream),
-        error: None,
+        upstream_reusable,
     })
 }
 
@@ -194,7 +233,7 @@ fn write_response_head(
 
 /// Keeps the connection's newest session for the other workers, and returns the connection
 /// to the pool (with a read armed) when it can carry another request.
-fn check_in(ctx: &WorkerContext, mut conn: UpstreamConn, reusable: bool) {
+pub(in crate::dataplane) fn check_in(ctx: &WorkerContext, mut conn: UpstreamConn, reusable: bool) {
     let mut upstreams = ctx.upstreams.borrow_mut();
     upstreams.remember_session(&mut conn);
     if reusable && conn.buffered.is_empty() {

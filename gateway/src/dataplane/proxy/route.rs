@@ -8,8 +8,8 @@ use crate::snapshot::{push_upstream_path, Route, Snapshot};
 
 /// A routed request: its API, and where in the normalised path the part after the API's
 /// path starts (the backend gets its base path, then that part).
-pub(super) struct Routed<'s> {
-    pub(super) route: &'s Route,
+pub(in crate::dataplane) struct Routed<'s> {
+    pub(in crate::dataplane) route: &'s Route,
     rest_from: usize,
 }
 
@@ -23,7 +23,7 @@ impl Routed<'_> {
 /// The route of `req`, recording its API and backend in `req`; 404 when none matches (503
 /// while the gateway has no configuration at all). A path whose dot segments lead out of
 /// the API the client named (`/orders/../admin`) is refused, not routed elsewhere.
-pub(super) fn route<'s>(
+pub(in crate::dataplane) fn route<'s>(
     snapshot: &'s Snapshot,
     req: &mut Request<'_>,
 ) -> Result<Routed<'s>, ProxyError> {
@@ -72,7 +72,7 @@ pub(super) fn route<'s>(
 /// headers (`X-Forwarded-For` with `client_ip`, `-Proto`, `X-Request-Id`, and
 /// `X-Forwarded-Client-Cert` with `client_certificate` when it is forwarded), no hop-by-hop
 /// fields. A caller's own `X-Forwarded-Client-Cert` never passes: only edgegw vouches.
-pub(super) fn build_upstream_head(
+pub(in crate::dataplane) fn build_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_>,
     routed: &Routed<'_>,
