@@ -49,6 +49,8 @@ pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "edgegw_downstream_timeouts_total";
 pub const LIMITS_REACHED_TOTAL: &str = "edgegw_limits_reached_total";
 pub const DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL: &str =
     "edgegw_downstream_client_certificates_total";
+pub const H2_STREAMS_OPEN: &str = "edgegw_h2_streams_open";
+pub const H2_RESETS_TOTAL: &str = "edgegw_h2_resets_total";
 pub const STEERING_DECISIONS_TOTAL: &str = "edgegw_steering_decisions_total";
 pub const STEERING_STEERED_TOTAL: &str = "edgegw_steering_steered_total";
 pub const STEERING_MIGRATED_TOTAL: &str = "edgegw_steering_migrated_total";
@@ -188,6 +190,14 @@ fn describe() {
     describe_counter!(
         DOWNSTREAM_CLIENT_CERTIFICATES_TOTAL,
         "Client handshakes where the listener asked for a certificate, by result (none: no certificate; verified: it verifies against listener.client_ca_ids; unverified: presented, does not verify, kept for the APIs' policies; refused: the handshake failed for it)."
+    );
+    describe_gauge!(
+        H2_STREAMS_OPEN,
+        "HTTP/2 streams from clients being served (accepted, their task not ended)."
+    );
+    describe_counter!(
+        H2_RESETS_TOTAL,
+        "HTTP/2 streams and connections ended early, by reason (client: the client reset a stream being served; internal_error: edgegw reset a stream whose answer failed midway; enhance_your_calm: a connection ended by GOAWAY ENHANCE_YOUR_CALM, the Rapid Reset and CONTINUATION bounds; connection_error: a connection ended by GOAWAY for another error of the client's)."
     );
     describe_counter!(
         LIMITS_REACHED_TOTAL,
@@ -399,6 +409,8 @@ pub struct WorkerMetrics {
     timeouts: Handles<&'static str, Counter>,
     limits: Handles<&'static str, Counter>,
     client_certificates: Handles<&'static str, Counter>,
+    h2_streams_open: metrics::Gauge,
+    h2_resets: Handles<&'static str, Counter>,
 }
 
 /// The `phase` values of `edgegw_downstream_timeouts_total`.
@@ -407,6 +419,14 @@ pub const TIMEOUT_PHASES: &[&str] = &["handshake", "header", "body"];
 pub const LIMITS: &[&str] = &["connections", "backend_connections", "request_body"];
 /// The `result` values of `edgegw_downstream_client_certificates_total`.
 pub const CLIENT_CERTIFICATE_RESULTS: &[&str] = &["none", "verified", "unverified", "refused"];
+
+/// The `reason` values of `edgegw_h2_resets_total`.
+pub const H2_RESET_REASONS: &[&str] = &[
+    "client",
+    "internal_error",
+    "enhance_your_calm",
+    "connection_error",
+];
 
 /// A counter cache holding a registered counter for each of `values` of `label`.
 fn prefilled(
@@ -459,6 +479,8 @@ impl WorkerMetrics {
                 "result",
                 CLIENT_CERTIFICATE_RESULTS,
             ),
+            h2_streams_open: metrics::gauge!(H2_STREAMS_OPEN),
+            h2_resets: prefilled(H2_RESETS_TOTAL, "reason", H2_RESET_REASONS),
         }
     }
 
@@ -590,6 +612,24 @@ impl WorkerMetrics {
             &self.evictions,
             reason,
             || metrics::counter!(UPSTREAM_POOL_EVICTIONS_TOTAL, "reason" => reason),
+        );
+    }
+
+    /// An HTTP/2 stream accepted (`true`) or its task ended (`false`).
+    pub fn h2_stream(&self, open: bool) {
+        if open {
+            self.h2_streams_open.increment(1.0);
+        } else {
+            self.h2_streams_open.decrement(1.0);
+        }
+    }
+
+    /// An HTTP/2 stream or connection ended early; `reason` is one of [`H2_RESET_REASONS`].
+    pub fn h2_reset(&self, reason: &'static str) {
+        count(
+            &self.h2_resets,
+            reason,
+            || metrics::counter!(H2_RESETS_TOTAL, "reason" => reason),
         );
     }
 }

@@ -8,7 +8,7 @@ use e2e::*;
 use serde_json::{json, Value};
 
 /// The standard fixture on a gateway that offers h2 first.
-fn h2_fixture() -> Fixture {
+pub(crate) fn h2_fixture() -> Fixture {
     Fixture::with(
         GatewayOpts::default().set("listener", "alpn", r#"["h2", "http/1.1"]"#),
         |pki| BackendOpts {

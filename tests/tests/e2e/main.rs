@@ -15,6 +15,7 @@ mod hardening_admin;
 mod hot_apply;
 mod http1;
 mod http2;
+mod http2_attacks;
 mod interop_nginx;
 mod metrics;
 mod pooling;

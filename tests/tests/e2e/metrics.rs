@@ -26,7 +26,7 @@ fn metrics_endpoint_has_every_contract_metric() {
     assert!(n >= 17.0, "requests_total {n}");
     let (m, _) =
         f.gw.wait_metric("edgegw_request_duration_seconds_count", &[], 17.0);
-    let expected: [(&str, &[&str]); 12] = [
+    let expected: [(&str, &[&str]); 14] = [
         ("edgegw_requests_total", &["api", "code"]),
         ("edgegw_request_duration_seconds", &["api"]),
         ("edgegw_downstream_handshakes_total", &["resumed"]),
@@ -44,6 +44,9 @@ fn metrics_endpoint_has_every_contract_metric() {
         ("edgegw_limits_reached_total", &["limit"]),
         // Issue 13: every publish is timed (the fixture's writes published several).
         ("edgegw_snapshot_publish_duration_seconds", &["le"]),
+        // Issue 10: present (at 0) before any HTTP/2 connection.
+        ("edgegw_h2_streams_open", &[]),
+        ("edgegw_h2_resets_total", &["reason"]),
     ];
     let mut missing = Vec::new();
     for (name, labels) in expected {

@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -132,13 +133,25 @@ pub(in crate::dataplane) async fn serve(
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "HTTP/2 connection ended");
+                // A GOAWAY with an error that h2 sent for the client's misbehaviour.
+                if e.is_go_away() && !e.is_remote() {
+                    match e.reason() {
+                        Some(Reason::ENHANCE_YOUR_CALM) => {
+                            ctx.metrics.h2_reset("enhance_your_calm")
+                        }
+                        Some(Reason::NO_ERROR) | None => {}
+                        Some(_) => ctx.metrics.h2_reset("connection_error"),
+                    }
+                }
                 break;
             }
             Some(Ok((request, respond))) => {
                 shared.active.set(shared.active.get() + 1);
+                ctx.metrics.h2_stream(true);
                 let (ctx, shared) = (ctx.clone(), shared.clone());
                 monoio::spawn(async move {
                     stream(&ctx, &shared, request, respond).await;
+                    ctx.metrics.h2_stream(false);
                     shared.active.set(shared.active.get() - 1);
                     shared.idle_since.set(Instant::now());
                 });
@@ -306,6 +319,15 @@ async fn proxy(
         )
     })?;
     let status = response.status;
+    // A stream the client reset while the backend answered (Rapid Reset paced to pass h2's
+    // pending-accept bound looks like this): counted, and nothing more is sent on it.
+    if let Poll::Ready(Ok(reason)) = poll_fn(|cx| Poll::Ready(respond.poll_reset(cx))).await {
+        ctx.metrics.h2_reset("client");
+        respond::check_in(ctx, conn, false);
+        drop(slot);
+        tracing::debug!(request_id = %req.id, ?reason, "the client reset the stream before its answer");
+        return Ok((status, Some(upstream)));
+    }
     let complete = match respond.send_response(head, framing == Framing::Empty) {
         Ok(send) if framing == Framing::Empty => {
             drop(send);
@@ -314,7 +336,12 @@ async fn proxy(
         Ok(mut send) => {
             let relayed = relay_body(ctx, &mut conn, &mut send, framing).await;
             if relayed.is_err() {
-                send.send_reset(Reason::INTERNAL_ERROR);
+                if client_reset(&mut send) {
+                    ctx.metrics.h2_reset("client");
+                } else {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    ctx.metrics.h2_reset("internal_error");
+                }
             }
             relayed
         }
@@ -434,6 +461,15 @@ async fn relay_body(
             return Ok(());
         }
     }
+}
+
+/// Whether the client reset the stream (h2 also answers `Ready(Ok(_))` for a stream a
+/// GOAWAY closed; the connection's end is counted on its own, so such a stream counts twice).
+fn client_reset(send: &mut SendStream<Bytes>) -> bool {
+    // One poll, no waiting: `Ready(Ok(_))` once the stream was reset.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    matches!(send.poll_reset(&mut cx), Poll::Ready(Ok(_)))
 }
 
 /// The trailer section of a chunked body as fields (`None` when empty or unparsable: best
