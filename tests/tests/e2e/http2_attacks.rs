@@ -125,6 +125,29 @@ fn h2_rapid_reset_ends_in_goaway_while_a_good_connection_keeps_its_answers() {
     assert_eq!(sum(&m, RESETS, &[("reason", "internal_error")]), 0.0, "{m}");
 }
 
+/// Rapid Reset paced one reset per round trip: every stream is accepted before its reset
+/// arrives, so the h2 crate's bound does not see it; the connection's reset budget
+/// (`MAX_CLIENT_RESETS_PER_SECOND`, 100) ends it with GOAWAY ENHANCE_YOUR_CALM.
+#[test]
+fn h2_paced_rapid_reset_is_cut_by_the_reset_budget() {
+    let f = h2_fixture();
+    let v = scenario(&f, "rapid_reset_paced");
+    assert_eq!(v["goaway"], ENHANCE_YOUR_CALM, "{v}");
+    assert_eq!(v["closed"], true, "{v}");
+    let sent = v["pairs_sent"].as_u64().unwrap_or(0);
+    assert!(
+        (100..1000).contains(&sent),
+        "cut after the budget, before the end: {v}"
+    );
+    let (m, n) =
+        f.gw.wait_metric(RESETS, &[("reason", "enhance_your_calm")], 1.0);
+    assert_eq!(n, 1.0, "{m}");
+    assert!(sum(&m, RESETS, &[("reason", "client")]) > 100.0, "{m}");
+    // The gateway still serves.
+    let v2 = scenario(&f, "concurrent_streams");
+    assert_eq!(v2["statuses"]["200"], 100, "{v2}");
+}
+
 #[test]
 fn h2_continuation_flood_is_cut_off_with_bounded_memory() {
     let f = h2_fixture();

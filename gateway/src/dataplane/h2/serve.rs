@@ -60,6 +60,12 @@ const PREFACE_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 
 /// How often the accept loop looks at draining and idleness.
 const TICK: Duration = Duration::from_millis(500);
+/// Streams a client may reset on one connection in one second (a fixed window) before the
+/// connection is cut with GOAWAY `ENHANCE_YOUR_CALM`. The h2 crate's own bound counts only
+/// streams reset before edgegw accepted them; a Rapid Reset paced one reset per round trip
+/// passes it, and every such stream costs a backend request. A browser cancelling
+/// navigations or a gRPC client cancelling calls stays far below this.
+const MAX_CLIENT_RESETS_PER_SECOND: u32 = 100;
 
 /// What every stream of a connection shares.
 struct Connection {
@@ -68,6 +74,28 @@ struct Connection {
     /// Streams running, and since when none has been.
     active: Cell<usize>,
     idle_since: Cell<Instant>,
+    /// Client resets in the current one-second window: its start and the count.
+    resets: Cell<(Instant, u32)>,
+    /// Set once the client went past `MAX_CLIENT_RESETS_PER_SECOND`.
+    too_many_resets: Cell<bool>,
+}
+
+impl Connection {
+    /// A stream the client reset: counted, and against the connection's reset budget.
+    fn client_reset(&self, ctx: &WorkerContext) {
+        ctx.metrics.h2_reset("client");
+        let now = Instant::now();
+        let (start, n) = self.resets.get();
+        let (start, n) = if now.duration_since(start) >= Duration::from_secs(1) {
+            (now, 1)
+        } else {
+            (start, n + 1)
+        };
+        self.resets.set((start, n));
+        if n > MAX_CLIENT_RESETS_PER_SECOND {
+            self.too_many_resets.set(true);
+        }
+    }
 }
 
 /// Serves one client connection whose ALPN chose `h2`.
@@ -111,9 +139,20 @@ pub(in crate::dataplane) async fn serve(
         caller,
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
+        resets: Cell::new((Instant::now(), 0)),
+        too_many_resets: Cell::new(false),
     });
     let mut closing = false;
+    let mut calmed = false;
     loop {
+        if shared.too_many_resets.get() && !calmed {
+            // GOAWAY ENHANCE_YOUR_CALM now; `accept` then ends with that error (counted
+            // below as `enhance_your_calm`) and the connection closes.
+            tracing::debug!(peer = %shared.peer_ip, "HTTP/2 client past its stream reset budget");
+            conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+            ctx.metrics.h2_reset("enhance_your_calm");
+            calmed = true;
+        }
         // `accept` also drives the connection (frames of every stream); dropping it at a
         // tick loses nothing.
         let next = match monoio::time::timeout(TICK, conn.accept()).await {
@@ -134,7 +173,8 @@ pub(in crate::dataplane) async fn serve(
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "HTTP/2 connection ended");
                 // A GOAWAY with an error that h2 sent for the client's misbehaviour.
-                if e.is_go_away() && !e.is_remote() {
+                // (The reset budget's own GOAWAY was counted when it was sent.)
+                if e.is_go_away() && !e.is_remote() && !calmed {
                     match e.reason() {
                         Some(Reason::ENHANCE_YOUR_CALM) => {
                             ctx.metrics.h2_reset("enhance_your_calm")
@@ -250,7 +290,7 @@ pub(super) fn http1_head(
 /// backend was reached.
 async fn proxy(
     ctx: &WorkerContext,
-    conn: &Connection,
+    client: &Connection,
     req: &mut Request<'_>,
     body: RecvStream,
     respond: &mut SendResponse<Bytes>,
@@ -259,16 +299,16 @@ async fn proxy(
     let snapshot = ctx.snapshot.load();
     let routed = route::route(&snapshot, req)?;
     if let Some(rule) = &routed.route.client_rule {
-        caller::check(rule, conn.caller.as_deref(), req)?;
+        caller::check(rule, client.caller.as_deref(), req)?;
     }
     let target = &routed.route.target;
-    let forwarded = conn
+    let forwarded = client
         .caller
         .as_deref()
         .filter(|_| ctx.callers.forward)
         .map(|c| c.forwarded.as_str());
     let mut upstream_head = Vec::new();
-    route::build_upstream_head(&mut upstream_head, req, &routed, &conn.peer_ip, forwarded);
+    route::build_upstream_head(&mut upstream_head, req, &routed, &client.peer_ip, forwarded);
     let mut source = StreamBody::new(body, req.checked.framing == Framing::Chunked);
     let mut buf = InBuffer::new();
     let mut response = h1::ResponseHead::default();
@@ -322,7 +362,7 @@ async fn proxy(
     // A stream the client reset while the backend answered (Rapid Reset paced to pass h2's
     // pending-accept bound looks like this): counted, and nothing more is sent on it.
     if let Poll::Ready(Ok(reason)) = poll_fn(|cx| Poll::Ready(respond.poll_reset(cx))).await {
-        ctx.metrics.h2_reset("client");
+        client.client_reset(ctx);
         respond::check_in(ctx, conn, false);
         drop(slot);
         tracing::debug!(request_id = %req.id, ?reason, "the client reset the stream before its answer");
@@ -337,7 +377,7 @@ async fn proxy(
             let relayed = relay_body(ctx, &mut conn, &mut send, framing).await;
             if relayed.is_err() {
                 if client_reset(&mut send) {
-                    ctx.metrics.h2_reset("client");
+                    client.client_reset(ctx);
                 } else {
                     send.send_reset(Reason::INTERNAL_ERROR);
                     ctx.metrics.h2_reset("internal_error");
