@@ -312,34 +312,31 @@ async fn proxy(
     let mut source = StreamBody::new(body, req.checked.framing == Framing::Chunked);
     let mut buf = InBuffer::new();
     let mut response = h1::ResponseHead::default();
-    let sent = forward::send(
-        ctx,
-        &mut buf,
-        &mut source,
-        req,
-        target,
-        &upstream_head,
-        false,
-    )
-    .await?;
-    let received = match respond::receive(ctx, &mut response, req, target, sent).await {
-        // As for HTTP/1.1 (`proxy::send_and_relay`): a replayable request that met a pooled
-        // connection the backend had just closed goes once more on a new one.
-        Err(e) if e.stale_connection && request::replayable(req.head, &req.checked) => {
-            tracing::debug!(request_id = %req.id, detail = %e.detail, "pooled connection was closed by the backend; sending again on a new one");
-            let sent = forward::send(
-                ctx,
-                &mut buf,
-                &mut source,
-                req,
-                target,
-                &upstream_head,
-                true,
-            )
-            .await?;
-            respond::receive(ctx, &mut response, req, target, sent).await?
+    // As for HTTP/1.1 (`proxy::send_and_relay`): a replayable request that met a pooled
+    // connection the backend had just closed goes once more, on a new one.
+    let mut retried = false;
+    let received = loop {
+        let sent = forward::send(
+            ctx,
+            &mut buf,
+            &mut source,
+            req,
+            target,
+            &upstream_head,
+            retried,
+        )
+        .await?;
+        match respond::receive(ctx, &mut response, req, target, sent).await {
+            Err(e)
+                if !retried
+                    && e.stale_connection
+                    && request::replayable(req.head, &req.checked) =>
+            {
+                tracing::debug!(request_id = %req.id, detail = %e.detail, "pooled connection was closed by the backend; sending again on a new one");
+                retried = true;
+            }
+            result => break result?,
         }
-        result => result?,
     };
     let Received {
         mut conn,
